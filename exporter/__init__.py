@@ -1,0 +1,5 @@
+"""imagesec-exporter: Prometheus metrics for cloud container-image security findings."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

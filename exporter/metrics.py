@@ -1,0 +1,245 @@
+"""The metric catalogue: every metric's name, type, HELP and labels, in one table.
+
+The collector, the self-metrics, the docs, the alert rules and the dashboard are all checked
+against this table (tests/test_metrics_catalogue.py).
+
+Per-image series carry the identity labels ``IMAGE_LABELS`` first, then their own extra labels::
+
+    # HELP imagesec_image_vulnerabilities Vulnerabilities the scanner reports for the image (cached, refreshed every 300s).
+    # TYPE imagesec_image_vulnerabilities gauge
+    imagesec_image_vulnerabilities{provider="aliyun",account="prod",region="cn-hangzhou",repo_namespace="shop",repo="cart",tag="1.4.2",image_id="12f8..."} 7.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(str, Enum):
+    """Exposition type of a metric family."""
+
+    GAUGE = "gauge"
+    COUNTER = "counter"
+
+
+IMAGE_LABELS: tuple[str, ...] = (
+    "provider",
+    "account",
+    "region",
+    "repo_namespace",
+    "repo",
+    "tag",
+    "image_id",
+)
+"""Identity of one image. ``repo_namespace``, not ``namespace``: Kubernetes SD adds its own."""
+
+SOURCE_LABELS: tuple[str, ...] = ("provider", "account", "region", "source")
+"""Identity of one source: a collector run against one (account, region)."""
+
+API_LABELS: tuple[str, ...] = ("provider", "account", "region", "action")
+
+INFO_LABELS: tuple[str, ...] = ("digest", "registry_type", "repo_type", "os", "architecture")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric family of the catalogue."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...]
+    per_image: bool = False
+
+    @property
+    def sample_name(self) -> str:
+        """The name samples carry in the text exposition (counters end in ``_total``)."""
+        return f"{self.name}_total" if self.kind is Kind.COUNTER else self.name
+
+
+def _image(name: str, help_: str, *extra: str) -> MetricSpec:
+    return MetricSpec(name, Kind.GAUGE, help_, IMAGE_LABELS + extra, per_image=True)
+
+
+# Label vocabularies (normalisation tables live in exporter/normalise.py and the README).
+SEVERITIES = ("critical", "high", "medium", "low")
+BASELINE_SEVERITIES = ("high", "medium", "low")
+MALWARE_LEVELS = ("serious", "suspicious", "remind")
+MALWARE_STATUSES = ("unhandled", "handled", "verifying", "whitelisted")
+SCANS = ("overall", "vulnerability", "malware", "risk")
+SCAN_STATUSES = ("not_scanned", "pending", "scanning", "succeeded", "failed", "timeout", "unknown")
+IN_USE_FINDINGS = ("baseline", "new_suspicious", "vulnerability")
+REGISTRATION_STATUSES = ("in_sas", "not_in_sas", "unknown")
+
+
+IMAGE_METRICS: tuple[MetricSpec, ...] = (
+    _image(
+        "imagesec_image_info",
+        "Static properties of the image; always 1",
+        *INFO_LABELS,
+    ),
+    _image(
+        "imagesec_image_vulnerabilities",
+        "Vulnerabilities the scanner reports for the image (Sas VulCount, TCSS VulCnt)",
+    ),
+    _image(
+        "imagesec_image_vulnerabilities_by_severity",
+        "Vulnerabilities by severity (TCSS *LevelVulCnt; Sas: fix priority asap=high, "
+        "later=medium, nntf=low)",
+        "severity",
+    ),
+    _image(
+        "imagesec_image_baseline_risk_items",
+        "Baseline check risk items of the image by severity (Sas DescribeImageBaselineCheckResult)",
+        "severity",
+    ),
+    _image(
+        "imagesec_image_malicious_samples",
+        "Malicious samples found in the image by level and handling status",
+        "level",
+        "status",
+    ),
+    _image(
+        "imagesec_image_alerts",
+        "Security alerts raised on the image (Sas AlarmCount)",
+    ),
+    _image(
+        "imagesec_image_risks",
+        "Risky behaviours found in the image (TCSS RiskCnt)",
+    ),
+    _image(
+        "imagesec_image_sensitive_info_items",
+        "Sensitive information items found in the image (TCSS SensitiveInfoCnt)",
+    ),
+    _image(
+        "imagesec_image_scan_progress_ratio",
+        "Scan progress of the image, 0 to 1, overall and per scanner",
+        "scan",
+    ),
+    _image(
+        "imagesec_image_scan_status",
+        "Normalised scan status of the image; exactly one status is 1",
+        "status",
+    ),
+    _image(
+        "imagesec_image_scan_error",
+        "1 if the scanner reported an error for the image's last scan, else 0",
+        "scan",
+    ),
+    _image(
+        "imagesec_image_last_scan_timestamp_seconds",
+        "Unix time of the image's last completed scan",
+    ),
+    _image(
+        "imagesec_image_size_bytes",
+        "Size of the image in bytes",
+    ),
+    _image(
+        "imagesec_image_created_timestamp_seconds",
+        "Unix time the image was created",
+    ),
+    _image(
+        "imagesec_image_deployed",
+        "1 if the image is deployed (Sas Deployed), else 0",
+    ),
+    _image(
+        "imagesec_image_hosts",
+        "Hosts that hold the image (TCSS HostCnt)",
+    ),
+    _image(
+        "imagesec_image_containers",
+        "Containers running the image (TCSS ContainerCnt)",
+    ),
+    _image(
+        "imagesec_image_in_use_findings",
+        "Security statistics of an image in use in a cluster (Sas ListImageRisk Statistics)",
+        "finding",
+    ),
+    _image(
+        "imagesec_image_registration_status",
+        "Whether the image in use is registered with Sas (ListImageRisk ImageAccessType); "
+        "exactly one status is 1",
+        "status",
+    ),
+)
+
+SELF_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "imagesec_up",
+        Kind.GAUGE,
+        "1 if the last refresh of the source succeeded, else 0",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_last_refresh_success_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time of the source's last successful refresh (0 if none yet)",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_refresh_duration_seconds",
+        Kind.GAUGE,
+        "Duration of the source's last refresh attempt",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_refresh_interval_seconds",
+        Kind.GAUGE,
+        "Configured refresh interval of the source",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_source_images",
+        Kind.GAUGE,
+        "Images in the source's last good data",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_refresh_failures",
+        Kind.COUNTER,
+        "Failed refreshes of the source, by error code",
+        (*SOURCE_LABELS, "code"),
+    ),
+    MetricSpec(
+        "imagesec_invalid_rows",
+        Kind.COUNTER,
+        "Rows of API answers skipped because they did not match the documented shape",
+        API_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_api_requests",
+        Kind.COUNTER,
+        "HTTP requests sent to the cloud APIs (each retry counts)",
+        API_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_api_request_errors",
+        Kind.COUNTER,
+        "Failed cloud API requests by vendor error code or timeout, connect, http_5xx, "
+        "http_4xx, bad_payload",
+        (*API_LABELS, "code"),
+    ),
+    MetricSpec(
+        "imagesec_detail_cache_requests",
+        Kind.COUNTER,
+        "Per-image detail lookups by cache result (hit, miss)",
+        (*SOURCE_LABELS, "result"),
+    ),
+    MetricSpec(
+        "imagesec_build_info",
+        Kind.GAUGE,
+        "Build information of the exporter; always 1",
+        ("version", "python_version"),
+    ),
+)
+
+CATALOGUE: dict[str, MetricSpec] = {m.name: m for m in IMAGE_METRICS + SELF_METRICS}
+"""Every metric family the exporter can emit, by name."""
+
+
+def cached_help(spec: MetricSpec, interval_seconds: float | None) -> str:
+    """HELP text for per-image metrics: they are served from cache, say how fresh."""
+    if interval_seconds is None:
+        return f"{spec.help} (cached)."
+    return f"{spec.help} (cached, refreshed every {interval_seconds:g}s)."
