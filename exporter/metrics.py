@@ -13,10 +13,10 @@ Per-image series carry the identity labels ``IMAGE_LABELS`` first, then their ow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """Exposition type of a metric family."""
 
     GAUGE = "gauge"
@@ -236,10 +236,3 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
 
 CATALOGUE: dict[str, MetricSpec] = {m.name: m for m in IMAGE_METRICS + SELF_METRICS}
 """Every metric family the exporter can emit, by name."""
-
-
-def cached_help(spec: MetricSpec, interval_seconds: float | None) -> str:
-    """HELP text for per-image metrics: they are served from cache, say how fresh."""
-    if interval_seconds is None:
-        return f"{spec.help} (cached)."
-    return f"{spec.help} (cached, refreshed every {interval_seconds:g}s)."

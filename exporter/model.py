@@ -60,7 +60,9 @@ class Sample:
     def __post_init__(self) -> None:
         spec = CATALOGUE[self.metric]  # KeyError: a metric outside the catalogue is a bug
         if len(spec.labels) != len(self.image.labels()) + len(self.extra):
-            raise ValueError(f"{self.metric}: expected labels {spec.labels}, got extra {self.extra}")
+            raise ValueError(
+                f"{self.metric}: expected labels {spec.labels}, got extra {self.extra}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +113,13 @@ class Snapshot:
     def ready(self) -> bool:
         """True once every source has finished at least one refresh attempt."""
         return all(s.attempted for s in self.sources.values())
+
+
+def stateset(metric: str, image: ImageKey, vocabulary: tuple[str, ...], state: str) -> list[Sample]:
+    """One sample per state of ``vocabulary``: 1 for ``state``, 0 for the others."""
+    return [Sample(metric, image, 1.0 if s == state else 0.0, (s,)) for s in vocabulary]
+
+
+def optional(metric: str, image: ImageKey, value: float | None, *extra: str) -> list[Sample]:
+    """A sample if the vendor gave a value; nothing (not a made-up 0) if it did not."""
+    return [] if value is None else [Sample(metric, image, float(value), extra)]

@@ -1,0 +1,306 @@
+"""Command line: flags, sub-commands (run, --once, --check-config, --demo, simulate) and wiring."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+
+from exporter import __version__
+from exporter.config import (
+    COLLECTORS,
+    AccountId,
+    Config,
+    ResolvedCredentials,
+    load_config,
+    parse_config,
+    resolve_all,
+)
+from exporter.errors import ConfigError
+from exporter.refresh import Refresher
+from exporter.sources import build_sources
+from exporter.telemetry import Telemetry
+from exporter.web import ExpositionStore, WebConfig, WebServer, load_web_config
+
+log = logging.getLogger("exporter")
+
+DEFAULT_PORT = 9879
+EXIT_CONFIG = 2
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"IMAGESEC_{name}") or default
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagesec-exporter",
+        description="Prometheus exporter for container-image security findings of Alibaba Cloud "
+        "Security Center (Sas) and Tencent Cloud TCSS. Every flag can also be set with the "
+        "environment variable shown, e.g. IMAGESEC_WEB_LISTEN_ADDRESS.",
+        epilog="Sub-command: 'imagesec-exporter simulate --help' runs the simulated clouds alone.",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=_env("CONFIG_FILE"),
+        help="YAML configuration file (IMAGESEC_CONFIG_FILE)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=_env("WEB_LISTEN_ADDRESS", f":{DEFAULT_PORT}"),
+        help=f"address to serve on (IMAGESEC_WEB_LISTEN_ADDRESS, default :{DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default=_env("WEB_TELEMETRY_PATH", "/metrics"),
+        help="path of the metrics (IMAGESEC_WEB_TELEMETRY_PATH, default /metrics)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=_env("WEB_CONFIG_FILE"),
+        help="exporter-toolkit web config: TLS and basic auth (IMAGESEC_WEB_CONFIG_FILE)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against the built-in simulated Sas and TCSS endpoints (no cloud account needed)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="refresh every source once, print the metrics and exit (1 if a source failed)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration and credentials, then exit (2 if invalid)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default=_env("LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log level (IMAGESEC_LOG_LEVEL, default info)",
+    )
+    parser.add_argument("--version", action="version", version=f"imagesec-exporter {__version__}")
+    group = parser.add_argument_group("collectors (default: on, or as the config file says)")
+    for name, definition in COLLECTORS.items():
+        group.add_argument(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=definition.help,
+        )
+    return parser
+
+
+def simulate_parser() -> argparse.ArgumentParser:
+    from exporter import simulator
+
+    creds = "\n".join(
+        [
+            f"ALIBABA_CLOUD_ACCESS_KEY_ID={simulator.DEMO_ALIYUN_ACCESS_KEY_ID}",
+            f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={simulator.DEMO_ALIYUN_ACCESS_KEY_SECRET}",
+            f"TENCENTCLOUD_SECRET_ID={simulator.DEMO_TENCENT_SECRET_ID}",
+            f"TENCENTCLOUD_SECRET_KEY={simulator.DEMO_TENCENT_SECRET_KEY}",
+        ]
+    )
+    parser = argparse.ArgumentParser(
+        prog="imagesec-exporter simulate",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the simulated Alibaba Sas and Tencent TCSS endpoints on their own.",
+        epilog="Demo credentials the simulator accepts:\n\n" + creds,
+    )
+    parser.add_argument("--aliyun.listen-address", dest="aliyun", default="127.0.0.1:18080")
+    parser.add_argument("--tencent.listen-address", dest="tencent", default="127.0.0.1:18081")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic fleet")
+    parser.add_argument("--images-per-region", type=int, default=24)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+        stream=sys.stderr,
+    )
+
+
+def demo_config(
+    aliyun_url: str, tencent_url: str
+) -> tuple[Config, dict[AccountId, ResolvedCredentials]]:
+    """A config pointing at simulated clouds, refreshing often so graphs move."""
+    from pydantic import SecretStr
+
+    from exporter import simulator
+
+    config = parse_config(
+        {
+            "accounts": [
+                {
+                    "name": "demo",
+                    "provider": "aliyun",
+                    "regions": list(simulator.DEMO_ALIYUN_REGIONS),
+                    "endpoint": aliyun_url,
+                },
+                {
+                    "name": "demo",
+                    "provider": "tencent",
+                    "regions": list(simulator.DEMO_TENCENT_REGIONS),
+                    "endpoint": tencent_url,
+                },
+            ],
+            "collectors": {name: {"interval": "15s"} for name in COLLECTORS},
+            "refresh": {"timeout": "60s"},
+        }
+    )
+    creds: dict[AccountId, ResolvedCredentials] = {
+        ("aliyun", "demo"): ResolvedCredentials(
+            simulator.DEMO_ALIYUN_ACCESS_KEY_ID,
+            SecretStr(simulator.DEMO_ALIYUN_ACCESS_KEY_SECRET),
+            None,
+            "demo",
+        ),
+        ("tencent", "demo"): ResolvedCredentials(
+            simulator.DEMO_TENCENT_SECRET_ID,
+            SecretStr(simulator.DEMO_TENCENT_SECRET_KEY),
+            None,
+            "demo",
+        ),
+    }
+    return config, creds
+
+
+@contextlib.contextmanager
+def demo_clouds() -> Iterator[tuple[str, str]]:
+    """Start both simulated clouds on free loopback ports; yield their base URLs."""
+    from exporter.simulator import Simulator, SimulatorServer
+
+    sim = Simulator()
+    with SimulatorServer(sim, "aliyun") as aliyun, SimulatorServer(sim, "tencent") as tencent:
+        log.info("demo clouds started aliyun=%s tencent=%s", aliyun.address, tencent.address)
+        yield f"http://{aliyun.address}", f"http://{tencent.address}"
+
+
+async def serve(
+    config: Config,
+    credentials: dict[AccountId, ResolvedCredentials],
+    args: argparse.Namespace,
+    web_config: WebConfig,
+) -> int:
+    """Run the refresh loop and the web server until SIGINT/SIGTERM, or refresh once."""
+    overrides = {
+        name: value
+        for name in COLLECTORS
+        if (value := getattr(args, f"collector_{name}")) is not None
+    }
+    telemetry = Telemetry()
+    timeout = httpx.Timeout(15.0, connect=5.0)
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+    headers = {"user-agent": f"imagesec-exporter/{__version__}"}
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http:
+        sources = build_sources(config, credentials, telemetry, http, overrides=overrides)
+        refresher = Refresher(sources, telemetry=telemetry, timeout=config.refresh.timeout)
+        store = ExpositionStore(refresher.snapshot, telemetry)
+        if args.once:
+            snapshot = await refresher.run_once()
+            store.update(snapshot)
+            sys.stdout.buffer.write(store.scrape(accept_gzip=False))
+            sys.stdout.flush()
+            failed = [str(k) for k, s in snapshot.sources.items() if not s.up]
+            if failed:
+                log.error("sources failed: %s", ", ".join(sorted(failed)))
+            return 1 if failed else 0
+        refresher._on_snapshot = store.update
+        store.start()
+        server = WebServer(
+            store, args.listen_address, telemetry_path=args.telemetry_path, web_config=web_config
+        )
+        server.start()
+        log.info(
+            "listening address=%s://%s path=%s sources=%d",
+            server.scheme,
+            server.address,
+            args.telemetry_path,
+            len(sources),
+        )
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await refresher.run()
+        except asyncio.CancelledError:
+            log.info("shutting down")
+        finally:
+            server.close()
+            store.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        sim_args = simulate_parser().parse_args(argv[1:])
+        configure_logging("info")
+        from exporter.simulator import serve_forever
+
+        serve_forever(
+            sim_args.aliyun,
+            sim_args.tencent,
+            seed=sim_args.seed,
+            images_per_region=sim_args.images_per_region,
+        )
+        return 0
+    parser = run_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        if args.demo:
+            with demo_clouds() as (aliyun_url, tencent_url):
+                config, credentials = demo_config(aliyun_url, tencent_url)
+                if args.check_config:
+                    print("demo configuration is valid")
+                    return 0
+                return _run(config, credentials, args)
+        if not args.config_file:
+            parser.error("--config.file is required (or --demo)")
+        config = load_config(Path(args.config_file))
+        credentials = resolve_all(config)
+        web_config = load_web_config(Path(args.web_config_file)) if args.web_config_file else None
+        if args.check_config:
+            print(f"configuration is valid: {len(config.accounts)} account(s)")
+            return 0
+        return _run(config, credentials, args, web_config)
+    except ConfigError as err:
+        for detail in err.details:
+            print(f"config error: {detail}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _run(
+    config: Config,
+    credentials: dict[AccountId, ResolvedCredentials],
+    args: argparse.Namespace,
+    web_config: WebConfig | None = None,
+) -> int:
+    if args.web_config_file and web_config is None:
+        web_config = load_web_config(Path(args.web_config_file))
+    try:
+        return asyncio.run(serve(config, credentials, args, web_config or WebConfig()))
+    except KeyboardInterrupt:
+        return 0

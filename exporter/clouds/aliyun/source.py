@@ -1,0 +1,74 @@
+"""Sas collectors: turn Sas answers into provider-neutral samples."""
+
+from __future__ import annotations
+
+from exporter.clouds.aliyun.api import SasClient, describe_image_instances
+from exporter.clouds.aliyun.schemas import ImageInstance
+from exporter.metrics import SCAN_STATUSES
+from exporter.model import (
+    ImageKey,
+    ImageRef,
+    Sample,
+    SourceData,
+    SourceKey,
+    optional,
+    stateset,
+)
+from exporter.normalise import sas_scan_status
+
+
+def image_key(row: ImageInstance, account: str, region: str) -> ImageKey:
+    """Identity of a Sas image: the registry's region when Sas names it, else the API region."""
+    return ImageKey(
+        provider="aliyun",
+        account=account,
+        region=row.region_id or region,
+        repo_namespace=row.repo_namespace,
+        repo=row.repo_name,
+        tag=row.tag,
+        image_id=row.uuid,
+    )
+
+
+def instance_samples(row: ImageInstance, key: ImageKey) -> list[Sample]:
+    """Every per-image sample DescribeImageInstances supports.
+
+    ``HcCount`` (baseline risks) has no severity breakdown here; the sas_baseline collector
+    provides it per severity, so it is not exported from the inventory.
+    """
+    info = (row.digest, row.registry_type.lower(), row.repo_type.lower(), "", "")
+    samples = [Sample("imagesec_image_info", key, 1.0, info)]
+    samples += optional("imagesec_image_vulnerabilities", key, row.vul_count)
+    samples += optional("imagesec_image_alerts", key, row.alarm_count)
+    samples += optional("imagesec_image_deployed", key, row.deployed)
+    progress = None if row.sca_progress is None else row.sca_progress / 100.0
+    samples += optional("imagesec_image_scan_progress_ratio", key, progress, "overall")
+    samples += stateset(
+        "imagesec_image_scan_status", key, SCAN_STATUSES, sas_scan_status(row.sca_status)
+    )
+    samples += optional("imagesec_image_last_scan_timestamp_seconds", key, row.last_scan_time)
+    samples += optional("imagesec_image_size_bytes", key, row.image_size)
+    samples += optional("imagesec_image_created_timestamp_seconds", key, row.image_create)
+    return samples
+
+
+class SasImagesSource:
+    """sas_images: the image inventory (DescribeImageInstances)."""
+
+    def __init__(self, key: SourceKey, interval: float, client: SasClient) -> None:
+        self.key = key
+        self.interval = interval
+        self.depends_on: SourceKey | None = None
+        self.client = client
+        client.declare("DescribeImageInstances")
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        rows = await describe_image_instances(self.client)
+        samples: list[Sample] = []
+        images: list[ImageRef] = []
+        for row in rows:
+            key = image_key(row, self.key.account, self.key.region)
+            samples += instance_samples(row, key)
+            marker = f"{row.last_scan_time}|{row.sca_status}|{row.vul_count}|{row.hc_count}"
+            images.append(ImageRef(key, row.uuid, marker, row.vul_count))
+        return SourceData(samples=tuple(samples), images=tuple(images))

@@ -1,0 +1,327 @@
+"""The YAML configuration: strict pydantic models, credential resolution, one error per problem."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from exporter.errors import ConfigError, ConfigProblem
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorDef:
+    """A collector: which provider it belongs to, its default interval, what it builds on."""
+
+    provider: Literal["aliyun", "tencent"]
+    interval: float
+    depends_on: str | None
+    help: str
+
+
+COLLECTORS: dict[str, CollectorDef] = {
+    "sas_images": CollectorDef("aliyun", 300, None, "Sas DescribeImageInstances: image inventory"),
+    "sas_baseline": CollectorDef(
+        "aliyun", 900, "sas_images", "Sas DescribeImageBaselineCheckResult per image"
+    ),
+    "sas_vulnerabilities": CollectorDef(
+        "aliyun", 900, "sas_images", "Sas DescribeImageVulList per image, by Necessity"
+    ),
+    "sas_malicious": CollectorDef(
+        "aliyun", 900, "sas_images", "Sas DescribeAffectedMaliciousFileImages"
+    ),
+    "sas_image_risk": CollectorDef("aliyun", 900, None, "Sas ListImageRisk: images in use"),
+    "tcss_images": CollectorDef("tencent", 300, None, "TCSS DescribeAssetImageList: inventory"),
+    "tcss_image_detail": CollectorDef(
+        "tencent", 300, "tcss_images", "TCSS DescribeAssetImageDetail per image"
+    ),
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> object:
+    """Accept seconds as a number or a Prometheus-style string: ``90``, ``90s``, ``5m``, ``1h``."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h)")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+_PLACEHOLDER = re.compile(
+    r"^(changeme|change[-_]me|x+|secret|password|todo|your.*|<.*>|\$\{.*\}|.*example.*)$", re.I
+)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CollectorSettings(StrictModel):
+    enabled: bool = True
+    interval: Duration | None = None
+
+
+class Credentials(StrictModel):
+    """Per-account credentials; each value may instead come from a file (``*_file``)."""
+
+    access_key_id: str | None = None
+    access_key_id_file: Path | None = None
+    access_key_secret: SecretStr | None = None
+    access_key_secret_file: Path | None = None
+    security_token: SecretStr | None = None
+    security_token_file: Path | None = None
+    secret_id: str | None = None
+    secret_id_file: Path | None = None
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+    session_token: SecretStr | None = None
+    session_token_file: Path | None = None
+
+
+class Account(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    provider: Literal["aliyun", "tencent"]
+    regions: list[str] = Field(min_length=1)
+    endpoint: str | None = None
+    site: Literal["china", "international"] = "china"
+    credentials: Credentials = Credentials()
+    collectors: dict[str, CollectorSettings] = {}
+    rate_limit: float | None = Field(default=None, gt=0, description="requests/s per action")
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, regions: list[str]) -> list[str]:
+        for region in regions:
+            if not re.fullmatch(r"[a-z]{2,}(-[a-z0-9]+)+", region):
+                raise ValueError(f"not a region id: {region!r}")
+        if len(set(regions)) != len(regions):
+            raise ValueError("regions must be unique")
+        return regions
+
+    @field_validator("collectors")
+    @classmethod
+    def _known_collectors(cls, value: dict[str, CollectorSettings]) -> dict[str, CollectorSettings]:
+        unknown = sorted(set(value) - set(COLLECTORS))
+        if unknown:
+            raise ValueError(f"unknown collector(s) {unknown}; known: {sorted(COLLECTORS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _provider_rules(self) -> Account:
+        creds = self.credentials.model_dump(exclude_none=True)
+        prefix = ("secret_", "session_") if self.provider == "aliyun" else ("access_", "security_")
+        wrong = sorted(k for k in creds if k.startswith(prefix))
+        if wrong:
+            raise ValueError(f"credentials {wrong} do not apply to provider {self.provider}")
+        for name in self.collectors:
+            if COLLECTORS[name].provider != self.provider:
+                raise ValueError(f"collector {name} does not apply to provider {self.provider}")
+        if self.provider == "aliyun" and self.endpoint is None:
+            from exporter.clouds.aliyun.endpoints import sas_endpoint
+
+            hosts: dict[str, str] = {}
+            for region in self.regions:
+                host = sas_endpoint(region)
+                if host in hosts:
+                    raise ValueError(
+                        f"regions {hosts[host]} and {region} are both served by {host}, which "
+                        "answers for the whole site: list one region per site"
+                    )
+                hosts[host] = region
+        return self
+
+
+class RefreshSettings(StrictModel):
+    timeout: Duration = 120.0
+    concurrency: int = Field(default=8, ge=1, le=64)
+    max_attempts: int = Field(default=4, ge=1, le=10)
+
+
+class Config(StrictModel):
+    accounts: list[Account] = Field(min_length=1)
+    collectors: dict[str, CollectorSettings] = {}
+    refresh: RefreshSettings = RefreshSettings()
+
+    @field_validator("collectors")
+    @classmethod
+    def _known_collectors(cls, value: dict[str, CollectorSettings]) -> dict[str, CollectorSettings]:
+        return Account._known_collectors(value)
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_names(cls, accounts: list[Account]) -> list[Account]:
+        names = [(a.provider, a.name) for a in accounts]
+        dupes = sorted({f"{p}/{n}" for p, n in names if names.count((p, n)) > 1})
+        if dupes:
+            raise ValueError(f"account names must be unique per provider: {dupes}")
+        return accounts
+
+    def collector(self, account: Account, name: str) -> tuple[bool, float]:
+        """Whether ``name`` runs for ``account``, and its interval (account > global > default)."""
+        default = COLLECTORS[name]
+        enabled, interval = True, default.interval
+        for settings in (self.collectors.get(name), account.collectors.get(name)):
+            if settings is not None:
+                enabled = settings.enabled
+                interval = settings.interval or interval
+        return enabled, interval
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCredentials:
+    """Credentials ready to sign with; ``repr`` never shows a secret."""
+
+    key_id: str
+    secret: SecretStr
+    token: SecretStr | None
+    origin: str  # "config", "file" or "env": shown on the landing page, never the values
+
+
+_ENV = {
+    "aliyun": (
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+    ),
+    "tencent": ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_SESSION_TOKEN"),
+}
+_FIELDS = {
+    "aliyun": ("access_key_id", "access_key_secret", "security_token"),
+    "tencent": ("secret_id", "secret_key", "session_token"),
+}
+
+
+def _value(creds: Credentials, field: str) -> tuple[str | None, str]:
+    direct = getattr(creds, field)
+    path: Path | None = getattr(creds, f"{field}_file")
+    if direct is not None and path is not None:
+        raise ValueError(f"set either {field} or {field}_file, not both")
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").strip(), "file"
+        except OSError as err:
+            raise ValueError(f"{field}_file: cannot read {path}: {err.strerror}") from None
+    if isinstance(direct, SecretStr):
+        return direct.get_secret_value(), "config"
+    return direct, "config"
+
+
+def resolve_credentials(
+    account: Account, env: Mapping[str, str], *, allow_placeholders: bool = False
+) -> ResolvedCredentials:
+    """Credentials from the account's fields or files, else the vendor's environment variables."""
+    id_field, secret_field, token_field = _FIELDS[account.provider]
+    id_env, secret_env, token_env = _ENV[account.provider]
+    key_id, origin = _value(account.credentials, id_field)
+    secret, _ = _value(account.credentials, secret_field)
+    token, _ = _value(account.credentials, token_field)
+    if key_id is None and secret is None:
+        key_id, secret, origin = env.get(id_env) or None, env.get(secret_env) or None, "env"
+        token = token or env.get(token_env) or None
+    if not key_id or not secret:
+        raise ValueError(
+            f"no credentials: set {id_env} and {secret_env}, or credentials.{id_field} and "
+            f"credentials.{secret_field} (or their *_file variants)"
+        )
+    if not allow_placeholders and (_PLACEHOLDER.match(secret) or _PLACEHOLDER.match(key_id)):
+        raise ValueError("credentials look like a placeholder; set the real key")
+    return ResolvedCredentials(
+        key_id=key_id,
+        secret=SecretStr(secret),
+        token=SecretStr(token) if token else None,
+        origin=origin,
+    )
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """Turn a pydantic error location into ``accounts[0] (prod).regions[1]``."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            try:
+                node = node[part]
+                name = node.get("name") if isinstance(node, dict) else None
+                if name:
+                    out += f" ({name})"
+            except (IndexError, KeyError, TypeError):
+                node = None
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def parse_config(data: Any) -> Config:
+    """Validate parsed YAML; every problem becomes one ``ConfigProblem``."""
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem("", "the config file must be a YAML mapping")])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        problems = [
+            ConfigProblem(_location(tuple(e["loc"]), data), e["msg"].removeprefix("Value error, "))
+            for e in err.errors(include_url=False, include_input=False)
+        ]
+        raise ConfigError(problems) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a YAML config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([ConfigProblem(str(path), f"cannot read: {err.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError([ConfigProblem(where, f"invalid YAML: {problem}")]) from None
+    return parse_config(data)
+
+
+AccountId = tuple[str, str]
+"""(provider, account name): account names are unique per provider."""
+
+
+def resolve_all(
+    config: Config, env: Mapping[str, str] | None = None, *, allow_placeholders: bool = False
+) -> dict[AccountId, ResolvedCredentials]:
+    """Resolve every account's credentials up front, so a bad one stops the start."""
+    env = os.environ if env is None else env
+    resolved: dict[AccountId, ResolvedCredentials] = {}
+    problems: list[ConfigProblem] = []
+    for index, account in enumerate(config.accounts):
+        try:
+            resolved[(account.provider, account.name)] = resolve_credentials(
+                account, env, allow_placeholders=allow_placeholders
+            )
+        except ValueError as err:
+            problems.append(ConfigProblem(f"accounts[{index}] ({account.name})", str(err)))
+    if problems:
+        raise ConfigError(problems)
+    return resolved

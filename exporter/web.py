@@ -1,0 +1,354 @@
+"""HTTP: /metrics, the landing page, /-/healthy and /-/ready, with TLS and basic auth.
+
+A scrape never calls a cloud API and never renders the per-image families: those are rendered
+once per snapshot swap by ``ExpositionStore`` (plain and gzip), so a scrape costs a copy of
+bytes plus a render of the small self-metrics. Gzip members concatenate into a valid gzip
+stream (RFC 1952 section 2.2), so the cached gzip copy is sent as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hmac
+import html
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from exporter import __version__
+from exporter.collector import HealthCollector, ImageCollector
+from exporter.errors import ConfigError, ConfigProblem
+from exporter.model import Snapshot
+from exporter.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    plain: bytes
+    gzipped: bytes
+    rendered_at: float
+
+
+def render_images(snapshot: Snapshot) -> bytes:
+    """The per-image families of ``snapshot`` in the text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ImageCollector(lambda: snapshot))
+    return generate_latest(registry)
+
+
+class ExpositionStore:
+    """Holds the pre-rendered per-image exposition; re-renders in a thread when told of a swap.
+
+    Swaps arriving while a render runs coalesce: the renderer always takes the newest snapshot.
+    """
+
+    def __init__(self, snapshot: Snapshot, telemetry: Telemetry) -> None:
+        self._snapshot = snapshot
+        self.telemetry = telemetry
+        self.health = CollectorRegistry(auto_describe=False)
+        self.health.register(HealthCollector(lambda: self._snapshot, telemetry))
+        self._pending: Snapshot | None = None
+        self._wake = threading.Condition()
+        self._stopped = False
+        self.exposition = self._render(snapshot)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def _render(self, snapshot: Snapshot) -> Exposition:
+        plain = render_images(snapshot)
+        return Exposition(plain, gzip.compress(plain, compresslevel=6), time.time())
+
+    def update(self, snapshot: Snapshot) -> None:
+        """Take a new snapshot: health is live at once; the image part renders in the background."""
+        self._snapshot = snapshot
+        if self._thread is None:
+            self.exposition = self._render(snapshot)
+            return
+        with self._wake:
+            self._pending = snapshot
+            self._wake.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="render", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None and not self._stopped:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                snapshot, self._pending = self._pending, None
+            assert snapshot is not None
+            try:
+                self.exposition = self._render(snapshot)
+            except Exception:  # keep serving the previous exposition
+                log.exception("render failed")
+
+    def scrape(self, accept_gzip: bool) -> bytes:
+        """Bytes for one scrape: live self-metrics, then the cached per-image families."""
+        health = generate_latest(self.health)
+        exposition = self.exposition
+        if accept_gzip:
+            return gzip.compress(health, compresslevel=1) + exposition.gzipped
+        return health + exposition.plain
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The exporter-toolkit web config file: TLS and basic auth (bcrypt hashes)."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    users: tuple[tuple[str, bytes], ...] = ()
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.cert_file is None or self.key_file is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def check(self, header: str | None) -> bool:
+        if not self.users:
+            return True
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        ok = False
+        for name, hashed in self.users:
+            match = hmac.compare_digest(name.encode(), user.encode())
+            if match and bcrypt.checkpw(password.encode(), hashed):
+                ok = True
+        return ok
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Parse ``--web.config.file`` (tls_server_config, basic_auth_users)."""
+    problems: list[ConfigProblem] = []
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError([ConfigProblem(str(path), f"cannot read web config: {err}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(str(path), "web config must be a YAML mapping")])
+    for key in sorted(set(data) - {"tls_server_config", "basic_auth_users", "http_server_config"}):
+        problems.append(ConfigProblem(f"{path}: {key}", "unknown key"))
+    tls = data.get("tls_server_config") or {}
+    cert = tls.get("cert_file") if isinstance(tls, dict) else None
+    key = tls.get("key_file") if isinstance(tls, dict) else None
+    if bool(cert) != bool(key):
+        problems.append(
+            ConfigProblem(f"{path}: tls_server_config", "set both cert_file and key_file")
+        )
+    for name in ("cert_file", "key_file"):
+        value = tls.get(name) if isinstance(tls, dict) else None
+        if value and not Path(value).is_file():
+            problems.append(
+                ConfigProblem(f"{path}: tls_server_config.{name}", f"no such file {value}")
+            )
+    users: list[tuple[str, bytes]] = []
+    raw_users = data.get("basic_auth_users") or {}
+    if not isinstance(raw_users, dict):
+        problems.append(
+            ConfigProblem(f"{path}: basic_auth_users", "must be a mapping user: bcrypt-hash")
+        )
+        raw_users = {}
+    for user, hashed in raw_users.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            problems.append(ConfigProblem(f"{path}: basic_auth_users.{user}", "not a bcrypt hash"))
+        else:
+            users.append((str(user), hashed.encode()))
+    if problems:
+        raise ConfigError(problems)
+    return WebConfig(Path(cert) if cert else None, Path(key) if key else None, tuple(users))
+
+
+def _age(now: float, then: float | None) -> str:
+    return "never" if then is None else f"{now - then:.0f}s ago"
+
+
+def landing_page(snapshot: Snapshot, telemetry_path: str) -> bytes:
+    """The page at ``/``: version, links and each source's state (no secrets, escaped)."""
+    now = time.time()
+    rows = []
+    for key in sorted(snapshot.sources):
+        s = snapshot.sources[key]
+        state = "up" if s.up else ("down" if s.attempted else "pending")
+        images = len(s.data.images) if s.data else 0
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(v))}</td>"
+                for v in (
+                    key.provider,
+                    key.account,
+                    key.region,
+                    key.source,
+                    state,
+                    images,
+                    _age(now, s.last_success),
+                    f"{s.interval:g}s",
+                    s.last_error or "",
+                )
+            )
+            + "</tr>"
+        )
+    path = html.escape(telemetry_path)
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>imagesec-exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .6em;text-align:left}}
+tr:nth-child(even){{background:#f3f3f3}}</style></head>
+<body><h1>imagesec-exporter {html.escape(__version__)}</h1>
+<p>Container-image security findings of Alibaba Cloud Sas and Tencent Cloud TCSS, cached and
+refreshed in the background.</p>
+<ul><li><a href="{path}">{path}</a></li><li><a href="/-/healthy">/-/healthy</a></li>
+<li><a href="/-/ready">/-/ready</a></li></ul>
+<h2>Sources</h2>
+<table><tr><th>provider</th><th>account</th><th>region</th><th>source</th><th>state</th>
+<th>images</th><th>last success</th><th>interval</th><th>last error</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+    return page.encode()
+
+
+def make_handler(
+    store: ExpositionStore, telemetry_path: str, web_config: WebConfig
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = f"imagesec-exporter/{__version__}"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("http %s", format % args)
+
+        def _send(
+            self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def do_GET(self) -> None:
+            if not web_config.check(self.headers.get("Authorization")):
+                self._send(
+                    401,
+                    b"Unauthorized\n",
+                    "text/plain; charset=utf-8",
+                    {"WWW-Authenticate": 'Basic realm="imagesec-exporter"'},
+                )
+                return
+            path = self.path.split("?", 1)[0]
+            try:
+                if path == telemetry_path:
+                    accept_gzip = "gzip" in (self.headers.get("Accept-Encoding") or "")
+                    body = store.scrape(accept_gzip)
+                    extra = {"Content-Encoding": "gzip"} if accept_gzip else {}
+                    self._send(200, body, CONTENT_TYPE_LATEST, extra)
+                elif path == "/-/healthy":
+                    self._send(200, b"Healthy\n", "text/plain; charset=utf-8")
+                elif path == "/-/ready":
+                    if store.snapshot.ready():
+                        self._send(200, b"Ready\n", "text/plain; charset=utf-8")
+                    else:
+                        self._send(
+                            503, b"Not ready: first refresh running\n", "text/plain; charset=utf-8"
+                        )
+                elif path == "/":
+                    self._send(
+                        200,
+                        landing_page(store.snapshot, telemetry_path),
+                        "text/html; charset=utf-8",
+                    )
+                else:
+                    self._send(404, b"Not found\n", "text/plain; charset=utf-8")
+            except Exception:
+                log.exception("request failed path=%s", path)
+                self._send(500, b"Internal error\n", "text/plain; charset=utf-8")
+
+    return Handler
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``[::1]:PORT``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"bad listen address {address!r}: use HOST:PORT or :PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class WebServer:
+    """A threaded HTTP server in a background thread."""
+
+    def __init__(
+        self,
+        store: ExpositionStore,
+        address: str,
+        *,
+        telemetry_path: str = "/metrics",
+        web_config: WebConfig | None = None,
+    ) -> None:
+        host, port = parse_listen_address(address)
+        web_config = web_config or WebConfig()
+        handler = make_handler(store, telemetry_path, web_config)
+        server_class = ThreadingHTTPServer
+        if ":" in host:
+            import socket
+
+            class V6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+
+            server_class = V6
+        self.httpd = server_class((host, port), handler)
+        self.httpd.daemon_threads = True
+        context = web_config.ssl_context()
+        if context is not None:
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+        self.scheme = "https" if context else "http"
+
+    @property
+    def address(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
