@@ -1,0 +1,155 @@
+"""The alert rules: promtool accepts and tests them, and they only use catalogued metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.metrics import CATALOGUE, Kind
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "alerts" / "imagesec.rules.yml"
+RULE_TESTS = sorted((ROOT / "alerts" / "tests").glob("*.yml"))
+RUNBOOK = ROOT / "docs" / "runbook.md"
+DASHBOARD_UID = "imagesec-exporter"
+RUNBOOK_BASE = "https://github.com/imagesec-exporter/imagesec-exporter/blob/main/docs/runbook.md#"
+DASHBOARD_BASE = f"https://grafana.example.com/d/{DASHBOARD_UID}/"
+REQUIRED_ANNOTATIONS = {"summary", "description", "runbook_url", "dashboard_url"}
+SEVERITIES = {"critical", "warning", "info"}
+# Series Prometheus itself writes for every target.
+PROMETHEUS_SERIES = {"up"}
+
+sys.path.insert(0, str(ROOT / "grafana"))
+from promql import metric_names  # noqa: E402
+
+
+def _tool(name: str) -> str:
+    """Path of a tool from Debian's prometheus package; CI installs it, so never skip there."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} not found: CI must install Debian's prometheus package")
+        pytest.skip(f"{name} not installed (apt-get install prometheus)")
+    return path
+
+
+def _alerts() -> list[dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    slug = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return slug.replace(" ", "-")
+
+
+def unknown_metrics(expr: str) -> set[str]:
+    """Names ``expr`` selects that the exporter does not expose (counters need ``_total``)."""
+    unknown = set()
+    for name in metric_names(expr) - PROMETHEUS_SERIES:
+        spec = CATALOGUE.get(name.removesuffix("_total"))
+        if spec is None or spec.sample_name != name:
+            unknown.add(name)
+    return unknown
+
+
+def test_promtool_check_rules() -> None:
+    result = subprocess.run(
+        [_tool("promtool"), "check", "rules", str(RULES)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(_alerts())} rules found" in result.stdout
+
+
+@pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda p: p.name)
+def test_promtool_test_rules(test_file: Path) -> None:
+    result = subprocess.run(
+        [_tool("promtool"), "test", "rules", test_file.name],
+        cwd=test_file.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for test_file in RULE_TESTS:
+        for case in yaml.safe_load(test_file.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {rule["alert"] for rule in _alerts()}
+    assert names - firing == set(), "alerts without a case where they fire"
+    assert names - quiet == set(), "alerts without a case where they stay quiet"
+
+
+@pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])
+def test_alert_uses_only_catalogued_metrics(rule: dict) -> None:
+    assert metric_names(rule["expr"]), "no metric found in the expression"
+    assert unknown_metrics(rule["expr"]) == set()
+
+
+@pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])
+def test_alert_labels_and_annotations(rule: dict) -> None:
+    assert rule["labels"]["severity"] in SEVERITIES
+    assert REQUIRED_ANNOTATIONS <= set(rule["annotations"])
+    assert all(rule["annotations"][key].strip() for key in REQUIRED_ANNOTATIONS)
+    assert rule["annotations"]["dashboard_url"].startswith(DASHBOARD_BASE)
+
+
+@pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])
+def test_alert_has_a_runbook_section(rule: dict) -> None:
+    headings = re.findall(r"^## (.+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    assert rule["alert"] in headings
+    assert rule["annotations"]["runbook_url"] == RUNBOOK_BASE + _github_anchor(rule["alert"])
+
+
+@pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])
+def test_alert_does_not_clobber_finding_severity(rule: dict) -> None:
+    """A metric with its own ``severity`` label must be aggregated by ``sum without (severity)``.
+
+    Otherwise the rule's ``severity`` label overwrites the finding's, and findings of two
+    severities of one image collapse into one label set.
+    """
+    with_severity = [name for name, spec in CATALOGUE.items() if "severity" in spec.labels]
+    for name in with_severity:
+        for match in re.finditer(rf"\b{name}\b", rule["expr"]):
+            before = rule["expr"][: match.start()]
+            assert re.search(r"without\s*\(\s*severity\s*\)\s*\(\s*$", before), (
+                f"{name} at offset {match.start()} is not wrapped in sum without (severity)"
+            )
+
+
+def test_no_alert_names_repeat() -> None:
+    names = [rule["alert"] for rule in _alerts()]
+    assert len(names) == len(set(names))
+
+
+def test_unknown_metrics_flags_typos_and_counters_without_total() -> None:
+    assert unknown_metrics("imagesec_up == 0 or up == 0") == set()
+    assert unknown_metrics("rate(imagesec_api_requests_total[5m])") == set()
+    assert unknown_metrics("rate(imagesec_api_requests[5m])") == {"imagesec_api_requests"}
+    assert unknown_metrics("imagesec_image_vulns > 0") == {"imagesec_image_vulns"}
+    assert unknown_metrics("imagesec_up_total") == {"imagesec_up_total"}
+    assert CATALOGUE["imagesec_api_requests"].kind is Kind.COUNTER
+
+
+def test_metric_names_skips_functions_labels_and_durations() -> None:
+    expr = (
+        'sum without (code) (rate(a_total{code=~"Throttling.*"}[10m] offset 1h))'
+        " / on (job) group_left (x) b > bool 3 * c"
+    )
+    assert metric_names(expr) == {"a_total", "b", "c"}
