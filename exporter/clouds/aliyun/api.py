@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -35,6 +35,8 @@ from exporter.errors import (
 from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 VERSION = "2018-12-03"
 PROVIDER = "aliyun"
@@ -196,16 +198,38 @@ class SasClient:
                 )
             return body
         except SourceError as err:
-            self._telemetry.inc("imagesec_api_request_errors", (*self._labels(action), err.code))
-            log.warning(
-                "api call failed provider=aliyun account=%s region=%s action=%s code=%s "
-                "request_id=%s",
-                self.account,
-                self.region,
-                action,
-                err.code,
-                err.request_id,
-            )
+            self.count_error(action, err)
+            raise
+
+    def count_error(self, action: str, err: SourceError) -> None:
+        """Count a failed request of ``action`` once, by its code, and log it."""
+        if getattr(err, "counted", False):
+            return
+        err.counted = True  # type: ignore[attr-defined]
+        self._telemetry.inc("imagesec_api_request_errors", (*self._labels(action), err.code))
+        log.warning(
+            "api call failed provider=aliyun account=%s region=%s action=%s code=%s "
+            "request_id=%s error=%s",
+            self.account,
+            self.region,
+            action,
+            err.code,
+            err.request_id,
+            err.message,
+        )
+
+    async def walk(
+        self,
+        action: str,
+        fetch: Callable[[Mapping[str, object]], Awaitable[Page[T]]],
+        key: Callable[[T], Hashable],
+        spec: PageSpec | None = None,
+    ) -> list[T]:
+        """Paginate ``action``; errors of the walk itself (a shifting total) count as its errors."""
+        try:
+            return await paginate(fetch, spec or PAGINATION[action], key=key)
+        except SourceError as err:
+            self.count_error(action, err)
             raise
 
     def invalid_row(self, action: str) -> Callable[[object, Exception], None]:
@@ -228,11 +252,13 @@ class SasClient:
             envelope = model.model_validate(body)
         except ValidationError as err:
             first = err.errors()[0]
-            raise PayloadError(
+            error = PayloadError(
                 f"{action}: unexpected answer at {'.'.join(map(str, first['loc']))}: {first['msg']}",
                 provider=PROVIDER,
                 request_id=str(body.get("RequestId", "")),
-            ) from None
+            )
+            self.count_error(action, error)
+            raise error from None
         return envelope, getattr(envelope, list_field)
 
 
@@ -253,4 +279,4 @@ async def describe_image_instances(client: SasClient) -> list[ImageInstance]:
         items = parse_rows(ImageInstance, rows, client.invalid_row(action))
         return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
 
-    return await paginate(fetch, PAGINATION[action], key=lambda r: r.uuid)
+    return await client.walk(action, fetch, key=lambda r: r.uuid)

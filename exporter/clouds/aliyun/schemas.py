@@ -74,7 +74,7 @@ class ImageInstance(SasModel):
 
 
 class DescribeImageInstancesResponse(PagedResponse):
-    image_instance_list: list[dict[str, Any]]
+    image_instance_list: list[Any]
 
 
 M = TypeVar("M", bound=BaseModel)
