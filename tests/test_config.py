@@ -1,0 +1,229 @@
+"""Configuration: strict validation with one line per problem, credential resolution."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import Config, load_config, parse_config, resolve_all
+from exporter.errors import ConfigError
+
+GOOD = """
+accounts:
+  - name: prod-cn
+    provider: aliyun
+    regions: [cn-shanghai, ap-southeast-1]
+  - name: prod-tc
+    provider: tencent
+    regions: [ap-guangzhou, ap-singapore]
+    site: international
+    collectors:
+      tcss_image_detail: {interval: 10m}
+collectors:
+  sas_images: {interval: 2m}
+  sas_malicious: {enabled: false}
+refresh:
+  timeout: 90s
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return path
+
+
+def problems(data: object) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    return [str(d) for d in err.value.details]
+
+
+def test_valid_config_and_interval_precedence(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    aliyun, tencent = config.accounts
+    assert config.refresh.timeout == 90
+    assert config.collector(aliyun, "sas_images") == (True, 120)
+    assert config.collector(aliyun, "sas_malicious")[0] is False
+    assert config.collector(aliyun, "sas_baseline") == (True, 900)  # built-in default
+    assert config.collector(tencent, "tcss_image_detail") == (True, 600)  # account wins
+
+
+def test_every_problem_is_reported_once_with_its_location() -> None:
+    found = problems(
+        {
+            "accounts": [
+                {"name": "a", "provider": "gcp", "regions": ["us-east-1"]},
+                {"name": "b", "provider": "aliyun", "regions": ["Not A Region"], "bogus": 1},
+            ],
+            "collectors": {"sas_imagez": {}},
+        }
+    )
+    assert len(found) == 4, found
+    joined = "\n".join(found)
+    assert "accounts[0] (a).provider" in joined
+    assert "accounts[1] (b).regions" in joined and "not a region id" in joined
+    assert "accounts[1] (b).bogus" in joined
+    assert "collectors" in joined and "sas_imagez" in joined
+
+
+def test_two_regions_of_one_sas_site_are_refused() -> None:
+    (problem,) = problems(
+        {
+            "accounts": [
+                {"name": "a", "provider": "aliyun", "regions": ["cn-hangzhou", "cn-beijing"]}
+            ]
+        }
+    )
+    assert "tds.cn-shanghai.aliyuncs.com" in problem
+
+
+def test_foreign_collectors_and_duplicate_accounts_are_refused() -> None:
+    tencent = {"name": "a", "provider": "tencent", "regions": ["ap-guangzhou"]}
+    (problem,) = problems({"accounts": [{**tencent, "collectors": {"sas_images": {}}}]})
+    assert "sas_images does not apply to provider tencent" in problem
+    (problem,) = problems({"accounts": [tencent, {**tencent, "regions": ["ap-shanghai"]}]})
+    assert "unique per provider" in problem and "tencent/a" in problem
+    # The same name under two providers is fine: the provider label tells them apart.
+    parse_config(
+        {"accounts": [tencent, {"name": "a", "provider": "aliyun", "regions": ["cn-shanghai"]}]}
+    )
+
+
+def test_bad_durations_and_yaml(tmp_path: Path) -> None:
+    found = problems(
+        {
+            "accounts": [{"name": "a", "provider": "aliyun", "regions": ["cn-shanghai"]}],
+            "collectors": {"sas_images": {"interval": "soon"}},
+        }
+    )
+    assert "not a duration" in found[0]
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "accounts: [\n  - name: x\n   bad"))
+    assert "config.yml:" in str(err.value) and "invalid YAML" in str(err.value)
+    with pytest.raises(ConfigError):
+        load_config(tmp_path / "missing.yml")
+
+
+def _config(credentials: dict[str, str] | None = None, provider: str = "aliyun") -> Config:
+    region = "cn-shanghai" if provider == "aliyun" else "ap-guangzhou"
+    account: dict[str, object] = {"name": "a", "provider": provider, "regions": [region]}
+    if credentials is not None:
+        account["credentials"] = credentials
+    return parse_config({"accounts": [account]})
+
+
+def test_credentials_from_vendor_environment(clean_env: pytest.MonkeyPatch) -> None:
+    env = {
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIreal",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s3cr3t-value",
+        "ALIBABA_CLOUD_SECURITY_TOKEN": "sts",
+    }
+    creds = resolve_all(_config(), env)[("aliyun", "a")]
+    assert (creds.key_id, creds.secret.get_secret_value(), creds.origin) == (
+        "LTAIreal",
+        "s3cr3t-value",
+        "env",
+    )
+    assert creds.token is not None and creds.token.get_secret_value() == "sts"
+    assert "s3cr3t-value" not in repr(creds)
+
+
+def test_tencent_session_token_is_read_from_env() -> None:
+    env = {
+        "TENCENTCLOUD_SECRET_ID": "AKIDreal",
+        "TENCENTCLOUD_SECRET_KEY": "k3y-value",
+        "TENCENTCLOUD_SESSION_TOKEN": "tok",
+    }
+    creds = resolve_all(_config(provider="tencent"), env)[("tencent", "a")]
+    assert creds.token is not None and creds.token.get_secret_value() == "tok"
+
+
+def test_credentials_from_files(tmp_path: Path) -> None:
+    (tmp_path / "id").write_text("LTAIfile\n")
+    (tmp_path / "secret").write_text("file-secret\n")
+    config = _config(
+        {
+            "access_key_id_file": str(tmp_path / "id"),
+            "access_key_secret_file": str(tmp_path / "secret"),
+        }
+    )
+    creds = resolve_all(config, {})[("aliyun", "a")]
+    assert (creds.key_id, creds.secret.get_secret_value(), creds.origin) == (
+        "LTAIfile",
+        "file-secret",
+        "file",
+    )
+
+
+def test_missing_unreadable_and_placeholder_credentials(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_all(_config(), {})
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        resolve_all(
+            _config({"access_key_id": "x1", "access_key_secret_file": str(tmp_path / "nope")}), {}
+        )
+    assert "cannot read" in str(err.value)
+    placeholder = _config({"access_key_id": "LTAIreal", "access_key_secret": "YourAccessKeySecret"})
+    with pytest.raises(ConfigError) as err:
+        resolve_all(placeholder, {})
+    assert "placeholder" in str(err.value) and "YourAccessKeySecret" not in str(err.value)
+    assert resolve_all(placeholder, {}, allow_placeholders=True)
+
+
+def test_credentials_of_the_other_vendor_are_refused() -> None:
+    found = problems(
+        {
+            "accounts": [
+                {
+                    "name": "a",
+                    "provider": "aliyun",
+                    "regions": ["cn-shanghai"],
+                    "credentials": {"secret_id": "x"},
+                }
+            ]
+        }
+    )
+    assert "secret_id" in found[0]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def test_check_config_exits_0_when_valid(tmp_path: Path) -> None:
+    env = {
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIreal",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "real-secret-1",
+        "TENCENTCLOUD_SECRET_ID": "AKIDreal",
+        "TENCENTCLOUD_SECRET_KEY": "real-key-1",
+    }
+    result = run_cli("--check-config", "--config.file", str(write(tmp_path, GOOD)), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_check_config_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
+    bad = "accounts:\n  - {name: a, provider: gcp, regions: [x]}\n  - {name: b, provider: aliyun, regions: []}\n"
+    result = run_cli("--check-config", "--config.file", str(write(tmp_path, bad)))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.startswith("config error: accounts[") for line in lines)
+
+
+def test_missing_credentials_stop_the_start(tmp_path: Path) -> None:
+    result = run_cli("--once", "--config.file", str(write(tmp_path, GOOD)))
+    assert result.returncode == 2
+    assert result.stdout == ""  # never half-started
+    assert len(result.stderr.strip().splitlines()) == 2
