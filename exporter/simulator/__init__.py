@@ -1,0 +1,99 @@
+"""Embedded simulator of Alibaba Cloud Sas (2018-12-03) and Tencent Cloud TCSS (2020-11-01).
+
+It serves one deterministic synthetic fleet over both vendors' real protocols: signatures are
+verified (Alibaba ACS3-HMAC-SHA256 and HMAC-SHA1 query signing, Tencent TC3-HMAC-SHA256), pages
+are sliced as the vendors document, errors use the vendors' bodies, codes and HTTP statuses,
+and flow control throttles as the documented quotas do. The official Python SDKs call it
+unchanged. Use :class:`Simulator` in-process (``handle`` or ``transport``), or
+:class:`SimulatorServer` / :func:`serve_forever` over loopback HTTP.
+
+What the simulator does not emulate
+-----------------------------------
+
+- Only five Sas actions (DescribeImageInstances, DescribeImageBaselineCheckResult,
+  ListImageRisk, DescribeAffectedMaliciousFileImages, DescribeImageVulList) and two TCSS
+  actions (DescribeAssetImageList, DescribeAssetImageDetail); any other action gets the
+  vendor's "unknown action" error.
+- Credentials are a fixed key table (the demo keys below); there is no RAM/CAM policy
+  evaluation (no ``NoPermission``/``UnauthorizedOperation`` unless injected as a fault), no STS
+  token validation (any security token is accepted with a known key) and no MFA.
+- Only the signature schemes the official SDKs use by default are verified: Alibaba
+  ACS3-HMAC-SHA256 and HMAC-SHA1 (``SignatureVersion=1.0``), not ACS3-HMAC-SM3, ACS3-RSA-SHA256
+  or bearer tokens; Tencent TC3-HMAC-SHA256 with ``SignedHeaders=content-type;host`` only (the
+  legacy HmacSHA1/HmacSHA256 signatures and extra signed headers are refused).
+- Error codes for some failure modes are best guesses where the vendors do not document them:
+  a missing Sas signature gives ``MissingParameter`` (AccessKeyId), a V3 body-hash mismatch gives
+  ``SignatureDoesNotMatch``, unsupported signed headers give ``IncompleteSignature``; a missing
+  TCSS Authorization gives ``AuthFailure.InvalidAuthorization``. Error messages are close to,
+  not copies of, the vendors' wording.
+- Flow control is a token bucket per (key, action) at the documented quotas (Sas 10/s, TCSS
+  20/s); the real services also limit per account, per IP and per region in ways not
+  documented.
+- Filters: Sas ``Criteria`` supports the field names listed in ``aliyun._CRITERIA_FIELDS``
+  (exact match); ListImageRisk ignores ``ClusterId``/``AppName``; DescribeImageVulList
+  honours ``Type``, ``Uuids``, ``Necessity`` and ``StatusList`` only, returns records for
+  ``Type=cve`` only (``VulCount`` counts those), and ignores ``RegionId`` as a filter. TCSS
+  ``By``/``Order`` sort on a fixed set of fields; unknown filter names are ignored. Results
+  are never localised (``Lang``/``X-TC-Language`` ignored).
+- Vendor quirks reproduced on purpose: Sas ``ImageSize``/``ImageCreate``/``ImageUpdate`` are
+  strings (``ImageSize`` in bytes, although the doc says MB); ``ListImageRisk.Statistics`` is a
+  JSON string; DescribeAffectedMaliciousFileImages takes ``PageSize`` as a string and returns
+  it as an integer; TCSS ``ScanStatus`` is lower camel case in the list and upper case in the
+  detail; TCSS times are Beijing time (UTC+8) strings, ``""`` when never scanned.
+- Invented where the vendors are silent: the TCSS detail ``Status`` integer (only 5 = SCANNED
+  is attested; the simulator uses 0 never scanned, 1 scanning, 6 failed), the meaning of Sas
+  ``AlarmCount`` (the number of malicious-file rows of the image), ``ListImageRisk`` listing the
+  deployed images only, with ``NOT_IN_SAS`` for never-scanned ones, and the per-scanner TCSS
+  progress curves.
+- One HTTP endpoint per cloud serves every region: Sas sites are chosen by the ``RegionId``
+  parameter (international regions map to the ``ap-southeast-1`` site, anything else to the
+  China site), TCSS regions by ``X-TC-Region``; the ``Host`` header is only used for signing.
+- No HTTPS, no HTTP/2, no gzip, no request-size limits, no idempotency or ``ClientToken``.
+"""
+
+from __future__ import annotations
+
+from exporter.simulator.core import (
+    DEMO_ALIYUN_ACCESS_KEY_ID,
+    DEMO_ALIYUN_ACCESS_KEY_SECRET,
+    DEMO_TENCENT_SECRET_ID,
+    DEMO_TENCENT_SECRET_KEY,
+    PageSpec,
+    SimRequest,
+    SimResponse,
+    SimTransport,
+    Simulator,
+    SimulatorServer,
+    serve_forever,
+)
+from exporter.simulator.faults import FAULT_KINDS, Fault, FaultKind, FaultPlan
+from exporter.simulator.fleet import (
+    DEMO_ALIYUN_REGIONS,
+    DEMO_TENCENT_REGIONS,
+    Fleet,
+    ImageSpec,
+    ImageState,
+)
+
+__all__ = [
+    "DEMO_ALIYUN_ACCESS_KEY_ID",
+    "DEMO_ALIYUN_ACCESS_KEY_SECRET",
+    "DEMO_ALIYUN_REGIONS",
+    "DEMO_TENCENT_REGIONS",
+    "DEMO_TENCENT_SECRET_ID",
+    "DEMO_TENCENT_SECRET_KEY",
+    "FAULT_KINDS",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "Fleet",
+    "ImageSpec",
+    "ImageState",
+    "PageSpec",
+    "SimRequest",
+    "SimResponse",
+    "SimTransport",
+    "Simulator",
+    "SimulatorServer",
+    "serve_forever",
+]
