@@ -65,8 +65,10 @@ def _image(name: str, help_: str, *extra: str) -> MetricSpec:
 # Label vocabularies (normalisation tables live in exporter/normalise.py and the README).
 SEVERITIES = ("critical", "high", "medium", "low")
 BASELINE_SEVERITIES = ("high", "medium", "low")
-MALWARE_LEVELS = ("serious", "suspicious", "remind")
-MALWARE_STATUSES = ("unhandled", "handled", "verifying", "whitelisted")
+# "unknown" level and status: TCSS VirusCnt gives no breakdown by level or handling status, so
+# TCSS counts are exported as level="unknown",status="unknown" rather than guessed.
+MALWARE_LEVELS = ("serious", "suspicious", "remind", "unknown")
+MALWARE_STATUSES = ("unhandled", "handled", "verifying", "whitelisted", "unknown")
 SCANS = ("overall", "vulnerability", "malware", "risk")
 SCAN_STATUSES = ("not_scanned", "pending", "scanning", "succeeded", "failed", "timeout", "unknown")
 IN_USE_FINDINGS = ("baseline", "new_suspicious", "vulnerability")
@@ -96,7 +98,8 @@ IMAGE_METRICS: tuple[MetricSpec, ...] = (
     ),
     _image(
         "imagesec_image_malicious_samples",
-        "Malicious samples found in the image by level and handling status",
+        "Malicious samples found in the image by level and handling status (TCSS VirusCnt has "
+        "no breakdown: level and status unknown)",
         "level",
         "status",
     ),

@@ -14,6 +14,11 @@ from exporter.clouds.aliyun.endpoints import sas_endpoint
 from exporter.clouds.aliyun.signing import ACS3Auth, default_nonce, utc_now
 from exporter.clouds.aliyun.source import SasImagesSource
 from exporter.clouds.http import RetryPolicy
+from exporter.clouds.tencent.api import DEFAULT_RATE as TCSS_RATE
+from exporter.clouds.tencent.api import TcssClient
+from exporter.clouds.tencent.endpoints import tcss_host
+from exporter.clouds.tencent.signing import TC3Auth, utc_now_seconds
+from exporter.clouds.tencent.source import TcssImageDetailSource, TcssImagesSource
 from exporter.config import COLLECTORS, Account, AccountId, Config, ResolvedCredentials
 from exporter.model import SourceKey
 from exporter.refresh import Source
@@ -80,11 +85,49 @@ def sas_client(ctx: Context) -> SasClient:
     return client
 
 
+def tcss_client(ctx: Context) -> TcssClient:
+    """The TCSS client of (account, region), shared by its collectors (and their rate limits)."""
+    ident = ("tencent", ctx.account.name, ctx.region)
+    client = ctx.clients.get(ident)
+    if client is None:
+        creds = ctx.credentials
+        auth = TC3Auth(
+            creds.key_id,
+            creds.secret.get_secret_value(),
+            token=creds.token.get_secret_value() if creds.token else None,
+            clock=utc_now_seconds,
+        )
+        client = TcssClient(
+            ctx.http,
+            auth,
+            base_url=base_url(ctx.account.endpoint, tcss_host(ctx.account.site)),
+            account=ctx.account.name,
+            region=ctx.region,
+            telemetry=ctx.telemetry,
+            rate=ctx.account.rate_limit or TCSS_RATE,
+            retry=ctx.retry(),
+        )
+        ctx.clients[ident] = client
+    assert isinstance(client, TcssClient)
+    return client
+
+
 Factory = Callable[[Context, str, float], Source]
 
 FACTORIES: dict[str, Factory] = {
     "sas_images": lambda ctx, name, interval: SasImagesSource(
         ctx.key(name), interval, sas_client(ctx)
+    ),
+    "tcss_images": lambda ctx, name, interval: TcssImagesSource(
+        ctx.key(name), interval, tcss_client(ctx)
+    ),
+    "tcss_image_detail": lambda ctx, name, interval: TcssImageDetailSource(
+        ctx.key(name),
+        interval,
+        tcss_client(ctx),
+        depends_on=ctx.depends(name),
+        telemetry=ctx.telemetry,
+        concurrency=ctx.config.refresh.concurrency,
     ),
 }
 

@@ -1,0 +1,107 @@
+"""Pydantic models of the TCSS responses: lenient (unknown fields ignored, vendor quirks absorbed).
+
+Only the fields the exporter uses are modelled, so a mistyped field nobody reads cannot cost a
+row. Envelopes are validated whole (a missing ``List`` or a mistyped ``TotalCount`` fails the
+page); rows are validated one by one with ``parse_rows`` (shared with Sas), so one bad row is
+counted and skipped, not fatal. Counts are non-negative: a negative count makes the row invalid.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_pascal
+
+from exporter.clouds.aliyun.schemas import parse_rows
+from exporter.normalise import tcss_time
+
+__all__ = [
+    "DescribeAssetImageListResponse",
+    "ImageDetail",
+    "ImagesInfo",
+    "TcssModel",
+    "parse_rows",
+]
+
+
+def _beijing_time(value: object) -> object:
+    # TCSS times are "YYYY-MM-DD HH:MM:SS" strings in Beijing time; "" and "0000-..." mean unset.
+    if value is None or isinstance(value, str):
+        return tcss_time(value)  # ValueError on anything else: the row is invalid
+    raise ValueError(f"expected a time string, got {type(value).__name__}")
+
+
+NonNegInt = Annotated[int, Field(ge=0)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+TcssTime = Annotated[float | None, BeforeValidator(_beijing_time)]
+"""A TCSS time string (Beijing time) converted to Unix seconds; empty or zero means unknown."""
+
+
+class TcssModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_pascal, validate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class ImagesInfo(TcssModel):
+    """One row of DescribeAssetImageList (cloud-api-facts.md 3.6): a local image and its counts.
+
+    ``RiskCnt`` is the sensitive-information count here but "risky behaviours" in the detail
+    answer; the exporter takes risks from the detail only, and uses this one in the scan marker.
+    """
+
+    image_id: str = Field(alias="ImageID", min_length=1)
+    image_name: str = ""
+    create_time: TcssTime = None
+    size: NonNegInt | None = None
+    os_name: str = ""
+    host_cnt: NonNegInt | None = None
+    container_cnt: NonNegInt | None = None
+    vul_cnt: NonNegInt | None = None
+    virus_cnt: NonNegInt | None = None
+    risk_cnt: NonNegInt | None = None
+    critical_level_vul_cnt: NonNegInt | None = None
+    high_level_vul_cnt: NonNegInt | None = None
+    medium_level_vul_cnt: NonNegInt | None = None
+    low_level_vul_cnt: NonNegInt | None = None
+    scan_time: TcssTime = None
+    scan_status: str | None = None
+
+
+class DescribeAssetImageListResponse(TcssModel):
+    request_id: str = ""
+    total_count: NonNegInt | None = None
+    rows: list[Any] = Field(alias="List")
+
+
+class ImageDetail(TcssModel):
+    """The answer of DescribeAssetImageDetail (seed 003, cloud-api-facts.md 3.7).
+
+    ``Scan*Progress`` are percentages (0-100); ``ScanRisk*`` is the sensitive-information
+    scanner. ``VirusCnt`` has no breakdown by level or handling status.
+    """
+
+    image_id: str = Field(alias="ImageID", min_length=1)
+    image_name: str = ""
+    image_digest: str = ""
+    create_time: TcssTime = None
+    size: NonNegInt | None = None
+    os_name: str = ""
+    architecture: str = ""
+    host_cnt: NonNegInt | None = None
+    container_cnt: NonNegInt | None = None
+    vul_cnt: NonNegInt | None = None
+    risk_cnt: NonNegInt | None = None
+    sensitive_info_cnt: NonNegInt | None = None
+    virus_cnt: NonNegInt | None = None
+    scan_time: TcssTime = None
+    scan_status: str | None = None
+    agent_error: str | None = None
+    scan_error: str | None = None
+    scan_vul_error: str | None = None
+    scan_virus_error: str | None = None
+    scan_risk_error: str | None = None
+    scan_vul_progress: Percent | None = None
+    scan_virus_progress: Percent | None = None
+    scan_risk_progress: Percent | None = None
