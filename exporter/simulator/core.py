@@ -151,6 +151,8 @@ class TokenBucket:
 
     def allow(self, key: tuple[str, str], now: float) -> bool:
         """Take one token for ``key`` at ``now``; False when the bucket is empty."""
+        if self.rate == float("inf"):
+            return True
         with self._lock:
             tokens, last = self._buckets.get(key, (self.rate, now))
             tokens = min(self.rate, tokens + max(0.0, now - last) * self.rate)
@@ -212,6 +214,10 @@ class Simulator:
     ``handle(cloud, request)`` answers one request; :meth:`transport` wraps that for httpx and
     :class:`SimulatorServer` for real HTTP. Paths under ``/_sim/`` are the unauthenticated
     control plane (see :meth:`control`).
+
+    Args:
+        clock: Unix seconds; drives signature windows, flow control and the fleet's scans.
+        rate_limit: False turns the vendors' flow control off (for tests that walk a lot).
     """
 
     def __init__(
@@ -221,6 +227,7 @@ class Simulator:
         images_per_region: int = 24,
         clock: Callable[[], float] = time.time,
         faults: FaultPlan | None = None,
+        rate_limit: bool = True,
     ) -> None:
         from exporter.simulator import aliyun, tencent  # the cloud modules import core
 
@@ -237,6 +244,8 @@ class Simulator:
         self._counts_lock = threading.Lock()
         self.aliyun = aliyun.AliyunService(self)
         self.tencent = tencent.TencentService(self)
+        if not rate_limit:
+            self.aliyun.limiter.rate = self.tencent.limiter.rate = float("inf")
 
     def _service(self, cloud: str) -> Service:
         if cloud == "aliyun":
