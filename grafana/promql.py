@@ -9,6 +9,14 @@ not a keyword and is not called like a function.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exporter.metrics import MetricSpec
+
+PROMETHEUS_SERIES = frozenset({"up"})
+"""Series Prometheus writes itself for every target."""
 
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
@@ -51,3 +59,16 @@ def metric_names(expr: str) -> set[str]:
             continue  # a function or an aggregation
         names.add(match.group())
     return names
+
+
+def unknown_metrics(expr: str, catalogue: Mapping[str, MetricSpec]) -> set[str]:
+    """Names ``expr`` selects that the exporter does not expose.
+
+    Counters are exposed with ``_total``: the bare family name of a counter is unknown too.
+    """
+    unknown = set()
+    for name in metric_names(expr) - PROMETHEUS_SERIES:
+        spec = catalogue.get(name.removesuffix("_total"))
+        if spec is None or spec.sample_name != name:
+            unknown.add(name)
+    return unknown
