@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -407,6 +408,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], simulator: Simulator, cloud: Cloud) -> None:
         self.simulator = simulator
         self.cloud: Cloud = cloud
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
 
