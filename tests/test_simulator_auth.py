@@ -243,9 +243,10 @@ def test_tc3_wrong_key_unknown_id_stale_timestamp(sim: Simulator) -> None:
         "AuthFailure.SecretIdNotFound"
     )
     assert _tc_error(sim, tencent_tc3(TC_ACTION, now=NOW - 301)) == "AuthFailure.SignatureExpire"
-    assert "Error" not in sim.handle("tencent", tencent_tc3(TC_ACTION, now=NOW - 299)).json()[
-        "Response"
-    ]
+    assert (
+        "Error"
+        not in sim.handle("tencent", tencent_tc3(TC_ACTION, now=NOW - 299)).json()["Response"]
+    )
 
 
 def test_tc3_wrong_service_in_scope_is_rejected(sim: Simulator) -> None:
@@ -257,7 +258,11 @@ def test_tc3_missing_authorization(sim: Simulator) -> None:
     request = SimRequest.build(
         "POST",
         "/",
-        {"X-TC-Action": TC_ACTION, "X-TC-Version": "2020-11-01", "Content-Type": "application/json"},
+        {
+            "X-TC-Action": TC_ACTION,
+            "X-TC-Version": "2020-11-01",
+            "Content-Type": "application/json",
+        },
         b"{}",
     )
     assert _tc_error(sim, request) == "AuthFailure.InvalidAuthorization"

@@ -35,10 +35,9 @@ def sas(sim: Simulator, action: str, params: dict[str, str] | None = None) -> Si
 def tc(
     sim: Simulator, action: str, params: dict[str, Any] | None = None, **kw: Any
 ) -> dict[str, Any]:
-    body: dict[str, Any] = sim.handle(
-        "tencent", tencent_tc3(action, params, now=sim.clock(), **kw)
-    ).json()
-    return body["Response"]
+    body = sim.handle("tencent", tencent_tc3(action, params, now=sim.clock(), **kw)).json()
+    inner: dict[str, Any] = body["Response"]
+    return inner
 
 
 # -- Sas pagination ---------------------------------------------------------------------------

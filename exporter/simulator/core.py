@@ -412,6 +412,10 @@ class _Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out and hung up is normal here (latency faults); say so quietly.
+        logger.debug("simulator connection error cloud=%s", self.cloud, exc_info=True)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
