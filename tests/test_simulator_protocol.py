@@ -267,6 +267,24 @@ def test_sas_eleventh_request_in_a_second_is_throttled() -> None:
     assert [sas(sim, "DescribeImageInstances").status for _ in range(10)] == [200] * 10
 
 
+def test_sas_sites_have_separate_buckets() -> None:
+    sim = Simulator(clock=lambda: NOW)
+    china = [sas(sim, "DescribeImageInstances").status for _ in range(10)]
+    intl = [
+        sas(sim, "DescribeImageInstances", {"RegionId": "ap-southeast-1"}).status for _ in range(10)
+    ]
+    assert china == intl == [200] * 10
+    assert sas(sim, "DescribeImageInstances", {"RegionId": "cn-hangzhou"}).status == 400
+
+
+def test_sas_site_from_host_without_region_id(sim: Simulator) -> None:
+    china = sas(sim, "DescribeImageInstances").json()["ImageInstanceList"]
+    request = aliyun_v3("DescribeImageInstances", now=NOW, host="tds.ap-southeast-1.aliyuncs.com")
+    intl = sim.handle("aliyun", request).json()["ImageInstanceList"]
+    assert {i["Uuid"] for i in china}.isdisjoint(i["Uuid"] for i in intl)
+    assert {i["RegionId"] for i in intl} <= {"ap-southeast-1", "eu-central-1", "us-east-1"}
+
+
 def test_tcss_twenty_first_request_in_a_second_is_limited() -> None:
     clock = Clock()
     sim = Simulator(clock=clock)

@@ -26,9 +26,9 @@ What the simulator does not emulate
   ``SignatureDoesNotMatch``, unsupported signed headers give ``IncompleteSignature``; a missing
   TCSS Authorization gives ``AuthFailure.InvalidAuthorization``. Error messages are close to,
   not copies of, the vendors' wording.
-- Flow control is a token bucket per (key, action) at the documented quotas (Sas 10/s, TCSS
-  20/s); the real services also limit per account, per IP and per region in ways not
-  documented.
+- Flow control is a token bucket at the documented quotas: Sas 10/s per (AccessKey, site,
+  action), TCSS 20/s per (SecretId, action). The real services count per account (all keys of
+  an account share a quota) and also limit per IP and globally in ways not documented.
 - Filters: Sas ``Criteria`` supports the field names listed in ``aliyun._CRITERIA_FIELDS``
   (exact match); ListImageRisk ignores ``ClusterId``/``AppName``; DescribeImageVulList
   honours ``Type``, ``Uuids``, ``Necessity`` and ``StatusList`` only, returns records for
@@ -47,7 +47,8 @@ What the simulator does not emulate
   progress curves.
 - One HTTP endpoint per cloud serves every region: Sas sites are chosen by the ``RegionId``
   parameter (international regions map to the ``ap-southeast-1`` site, anything else to the
-  China site), TCSS regions by ``X-TC-Region``; the ``Host`` header is only used for signing.
+  China site), or without one by a ``Host`` of ``tds.ap-southeast-1.aliyuncs.com``; TCSS
+  regions by ``X-TC-Region``.
 - No HTTPS, no HTTP/2, no gzip, no request-size limits, no idempotency or ``ClientToken``.
 """
 

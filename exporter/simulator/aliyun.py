@@ -13,10 +13,12 @@ Protocol, as the real gateway (cloud-api-facts.md 1a-1d):
   ``SecurityToken``) is accepted with any known key.
 - Errors are ``{"RequestId","HostId","Code","Message","Recommend"}`` with content type
   ``application/json;charset=utf-8`` and the gateway's HTTP status.
-- Flow control: a token bucket of 10 requests per second per (AccessKey id, action); the
-  excess gets HTTP 400 ``Throttling.User`` (the documented default Sas quota is 10/s).
+- Flow control: a token bucket of 10 requests per second per (AccessKey id, site, action); the
+  excess gets HTTP 400 ``Throttling.User``. The documented default Sas quota is 10/s per
+  (regionId, API, account); the two sites are separate endpoints, hence separate buckets.
 - ``RegionId`` (if sent) selects the site: international regions (ap-southeast-1, eu-central-1,
-  ...) get the ``ap-southeast-1`` site's images, anything else the China site's.
+  ...) get the ``ap-southeast-1`` site's images, anything else the China site's. Without it,
+  a ``Host`` of ``tds.ap-southeast-1.aliyuncs.com`` selects the international site.
 """
 
 from __future__ import annotations
@@ -207,6 +209,10 @@ class AliyunService:
             params.setdefault(name, value)
         action = request.header("x-acs-action") or params.get("Action", "")
         site = Fleet.aliyun_site(params.get("RegionId"))
+        if "RegionId" not in params and (request.header("host") or "").startswith(
+            f"tds.{ALIYUN_SITE_INTL}."
+        ):
+            site = ALIYUN_SITE_INTL
         self.sim.count("aliyun", action)
         fired = self.sim.faults.draw("aliyun", action)
         delay = sum(f.delay_seconds for f in fired if f.kind == "latency")
@@ -298,7 +304,7 @@ class AliyunService:
             )
         else:
             raise _missing("AccessKeyId")
-        if not self.limiter.allow((access_key_id, action), now):
+        if not self.limiter.allow((access_key_id, site, action), now):
             raise SasError(400, "Throttling.User", "Request was denied due to user flow control.")
         business = {k: v for k, v in params.items() if k not in _COMMON_PARAMS}
         return handler(business, site, now)

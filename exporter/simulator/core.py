@@ -148,9 +148,9 @@ class TokenBucket:
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self._lock = threading.Lock()
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._buckets: dict[tuple[str, ...], tuple[float, float]] = {}
 
-    def allow(self, key: tuple[str, str], now: float) -> bool:
+    def allow(self, key: tuple[str, ...], now: float) -> bool:
         """Take one token for ``key`` at ``now``; False when the bucket is empty."""
         if self.rate == float("inf"):
             return True
