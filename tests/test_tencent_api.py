@@ -128,6 +128,7 @@ def make_client(
         region=region,
         telemetry=telemetry,
         sleep=clock.sleep,
+        clock=clock,
         retry=kwargs.pop("retry", RetryPolicy(max_attempts=3)),
         **kwargs,
     )

@@ -147,6 +147,7 @@ def make_sources(
         region=REGION,
         telemetry=telemetry,
         sleep=clock.sleep,
+        clock=clock,
         retry=RetryPolicy(max_attempts=2),
     )
     images = TcssImagesSource(IMAGES, 300, client)
@@ -567,3 +568,16 @@ async def test_grafana_query_by_repo_and_severity_spans_both_providers(clock: Fa
     ]
     assert [(s.labels["provider"], s.value) for s in high] == [("tencent", 2)]
     assert set(high[0].labels) == {*IMAGE_LABELS, "severity"}
+
+
+async def test_detail_fan_out_is_paced_at_20_per_second(clock: FakeClock) -> None:
+    rows = [image(i) for i in range(60)]
+    handler = Tcss(rows)
+    telemetry = Telemetry()
+    images, details = make_sources(handler, telemetry, clock)
+    upstream = await images.refresh(None)
+    started = clock()
+    await details.refresh(upstream)
+    # A burst of 20, then 40 more at 20/s: two seconds on the injected clock.
+    assert clock() - started >= 40 / 20 - 1e-6
+    assert len(handler.detail_ids()) == 60

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -133,6 +134,7 @@ class TcssClient:
         rate: float = DEFAULT_RATE,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self._http = http
@@ -144,6 +146,7 @@ class TcssClient:
         self._rate = rate
         self._retry = retry or RetryPolicy()
         self._sleep = sleep or asyncio.sleep
+        self._clock = clock  # the rate limiter's clock; tests pair it with ``sleep``
         self._rng = rng or random.Random()
         self._buckets: dict[str, TokenBucket] = {}
 
@@ -157,7 +160,7 @@ class TcssClient:
 
     def _bucket(self, action: str) -> TokenBucket:
         if action not in self._buckets:
-            self._buckets[action] = TokenBucket(self._rate, sleep=self._sleep)
+            self._buckets[action] = TokenBucket(self._rate, clock=self._clock, sleep=self._sleep)
         return self._buckets[action]
 
     async def call(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
