@@ -29,8 +29,8 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from exporter.clouds.aliyun.signing import (
     canonical_request_v3,
@@ -50,12 +50,21 @@ from exporter.simulator.core import (
     truncated,
 )
 from exporter.simulator.faults import REPLACING_KINDS, Fault
-from exporter.simulator.fleet import ALIYUN_SITE_INTL, Fleet, ImageSpec, ImageState
+from exporter.simulator.fleet import (
+    ALIYUN_SITE_INTL,
+    Fleet,
+    ImageSpec,
+    ImageState,
+    MalwareFinding,
+    VulFinding,
+)
 
 if TYPE_CHECKING:
     from exporter.simulator.core import Simulator
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 API_VERSION = "2018-12-03"
 CONTENT_TYPE = "application/json;charset=utf-8"
@@ -423,10 +432,16 @@ class AliyunService:
         return spec, page, size
 
     def _paged(
-        self, action: str, params: Mapping[str, str], items: list[dict[str, Any]]
+        self,
+        action: str,
+        params: Mapping[str, str],
+        items: Sequence[T],
+        render: Callable[[T], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        """One page of ``items``; only the page's items are rendered (big fleets stay cheap)."""
         spec, page, size = self._page(action, params)
-        rows = page_slice(items, spec, page, size)
+        sliced = page_slice(items, spec, page, size)
+        rows = [render(i) for i in sliced] if render is not None else sliced
         return {
             "PageInfo": {
                 "CurrentPage": page,
@@ -437,8 +452,9 @@ class AliyunService:
             spec.list_field: rows,
         }
 
-    def _states(self, site: str, now: float) -> list[ImageState]:
-        return [self.fleet.state(spec, now) for spec in self.fleet.images("aliyun", site)]
+    def _states(self, site: str, now: float, uuids: set[str] | None = None) -> list[ImageState]:
+        specs = self.fleet.images("aliyun", site)
+        return [self.fleet.state(s, now) for s in specs if not uuids or s.uuid in uuids]
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -450,10 +466,11 @@ class AliyunService:
         if scanned:
             want = scanned.lower() == "true"
             states = [s for s in states if (s.last_scan_ms > 0) == want]
-        items = [_image_instance(s) for s in states]
         if params.get("Criteria"):
+            items = [_image_instance(s) for s in states]
             items = _apply_criteria(items, params["Criteria"], params.get("LogicalExp", "OR"))
-        return self._paged("DescribeImageInstances", params, items)
+            return self._paged("DescribeImageInstances", params, items)
+        return self._paged("DescribeImageInstances", params, states, _image_instance)
 
     def _describe_image_baseline_check_result(
         self, params: dict[str, str], site: str, now: float
@@ -507,7 +524,7 @@ class AliyunService:
             statistics = {
                 "baselineNum": f.hc_count,
                 "newSuspicious": sum(1 for m in f.malware if m.status == 0),
-                "vul": len(f.vulns),
+                "vul": f.vul_count,
             }
             host = spec.registry_host
             vpc_host = f"registry-vpc.{spec.registry_region}.aliyuncs.com"
@@ -574,8 +591,10 @@ class AliyunService:
                     continue
                 if params.get("MaliciousMd5") and params["MaliciousMd5"] != m.md5:
                     continue
-                rows.append(_malware_row(state, m))
-        return self._paged("DescribeAffectedMaliciousFileImages", params, rows)
+                rows.append((state, m))
+        return self._paged(
+            "DescribeAffectedMaliciousFileImages", params, rows, lambda r: _malware_row(*r)
+        )
 
     def _describe_image_vul_list(
         self, params: dict[str, str], site: str, now: float
@@ -588,21 +607,19 @@ class AliyunService:
         uuids = _csv(params.get("Uuids"))
         necessities = _csv(params.get("Necessity"))
         statuses = _csv(params.get("StatusList"))
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[ImageState, VulFinding, int]] = []
         if vul_type == "cve" and (not statuses or "1" in statuses):
-            for state in self._states(site, now):
-                if uuids and state.spec.uuid not in uuids:
-                    continue
-                for v in state.findings.vulns:
+            for state in self._states(site, now, uuids):
+                for i, v in enumerate(self.fleet.vulns(state)):
                     if necessities and v.necessity not in necessities:
                         continue
-                    rows.append(_vul_record(state, v, len(rows)))
+                    rows.append((state, v, i))
         spec, page, size = self._page("DescribeImageVulList", params)
         return {
             "CurrentPage": page,
             "PageSize": size,
             "TotalCount": len(rows),
-            "VulRecords": page_slice(rows, spec, page, size),
+            "VulRecords": [_vul_record(*r) for r in page_slice(rows, spec, page, size)],
         }
 
     def _image(self, image_uuid: str, site: str) -> ImageSpec | None:
@@ -628,7 +645,7 @@ def _first_scan_ms(spec: ImageSpec) -> int:
 
 def _image_instance(state: ImageState) -> dict[str, Any]:
     spec, f = state.spec, state.findings
-    vul, hc, alarm = len(f.vulns), f.hc_count, len(f.malware)
+    vul, hc, alarm = f.vul_count, f.hc_count, len(f.malware)
     return {
         "Status": "NORMAL",
         "Digest": spec.digest_hex,
@@ -716,7 +733,7 @@ def _host(spec: ImageSpec) -> dict[str, str]:
     }
 
 
-def _malware_row(state: ImageState, m: Any) -> dict[str, Any]:
+def _malware_row(state: ImageState, m: MalwareFinding) -> dict[str, Any]:
     spec = state.spec
     return {
         "Status": m.status,
@@ -750,7 +767,7 @@ def _malware_row(state: ImageState, m: Any) -> dict[str, Any]:
     }
 
 
-def _vul_record(state: ImageState, v: Any, primary_id: int) -> dict[str, Any]:
+def _vul_record(state: ImageState, v: VulFinding, primary_id: int) -> dict[str, Any]:
     spec = state.spec
     family, _, release = spec.os_name.partition(":")
     return {

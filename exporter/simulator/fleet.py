@@ -273,7 +273,7 @@ class MalwareFinding:
 class Findings:
     """The results of one successful scan."""
 
-    vulns: tuple[VulFinding, ...] = ()
+    vul_count: int = 0  # Sas VulCount; the records come from Fleet.vulns()
     baseline: tuple[BaselineFinding, ...] = ()
     malware: tuple[MalwareFinding, ...] = ()
     critical: int = 0
@@ -365,6 +365,7 @@ class Fleet:
         self._by_key: dict[tuple[str, str], ImageSpec] = {}
         self._overrides = _Overrides()
         self._findings = functools.lru_cache(maxsize=65536)(self._compute_findings)
+        self._pool = functools.lru_cache(maxsize=65536)(self._compute_pool)
 
     # -- identity -----------------------------------------------------------------------
 
@@ -530,7 +531,7 @@ class Fleet:
         if n_vulns is None:
             n_vulns = max(0, round(rng.gauss(spec.vuln_mean, spec.vuln_mean * 0.15 + 1)))
         return Findings(
-            vulns=self._vulns(spec, n_vulns),
+            vul_count=n_vulns,
             baseline=self._baseline(spec, rng),
             malware=self._malware(spec, rng),
             critical=(crit := sum(1 for _ in range(n_vulns) if rng.random() < 0.06)),
@@ -542,25 +543,45 @@ class Fleet:
             component_cnt=rng.randrange(40, 400),
         )
 
-    def _vulns(self, spec: ImageSpec, count: int) -> tuple[VulFinding, ...]:
-        # A stable per-image pool of CVEs, of which the first ``count`` are present: a rescan
-        # that finds more or fewer keeps the names of the others.
+    def vulns(self, state: ImageState) -> tuple[VulFinding, ...]:
+        """The vulnerability records behind ``state.findings.vul_count``.
+
+        Each image has a stable pool of CVEs of which the first ``vul_count`` are present, so a
+        rescan that finds more or fewer keeps the names of the others.
+        """
+        return self._pool(state.spec, state.findings.vul_count)
+
+    def _compute_pool(self, spec: ImageSpec, size: int) -> tuple[VulFinding, ...]:
+        # Record i depends on (seed, image, i) only: every pool is a prefix of a longer one.
         family = spec.os_name.split(":", 1)[0]
         packages = _PACKAGES.get(family, _PACKAGES["debian"])
+        layers = [_hex(spec.image_hex, "layer", i) for i in range(4)]
         out: list[VulFinding] = []
-        for i in range(count):
-            r = _rng(self.seed, spec.uuid, "vuln", i)
-            necessity = r.choices(("asap", "later", "nntf"), weights=(15, 35, 50))[0]
-            major = r.randrange(1, 4)
+        for i in range(size):
+            # One hash per record (much cheaper than a seeded Random for big fleets).
+            x = int.from_bytes(hashlib.sha256(f"{self.seed}|{spec.uuid}|v|{i}".encode()).digest())
+            x, pick = divmod(x, 100)
+            necessity: Literal["asap", "later", "nntf"] = (
+                "asap" if pick < 15 else "later" if pick < 50 else "nntf"
+            )
+            x, year = divmod(x, 6)
+            x, number = divmod(x, 51000)
+            x, package = divmod(x, len(packages))
+            x, major = divmod(x, 3)
+            x, minor = divmod(x, 20)
+            x, patch = divmod(x, 9)
+            x, fixed = divmod(x, 10)
+            x, seen = divmod(x, 86_400_000 * 30)
+            x, layer = divmod(x, 4)
             out.append(
                 VulFinding(
-                    cve=f"CVE-{r.randrange(2019, 2025)}-{r.randrange(1000, 52000)}",
-                    package=packages[r.randrange(len(packages))],
-                    version=f"{major}.{r.randrange(0, 20)}.{r.randrange(0, 9)}",
-                    fixed_version=f"{major}.{r.randrange(20, 30)}.0",
-                    necessity=necessity,  # type: ignore[arg-type]
-                    first_seen_ms=spec.created_ms + r.randrange(0, 86_400_000 * 30),
-                    layer=_hex(spec.image_hex, "layer", r.randrange(4))[:64],
+                    cve=f"CVE-{2019 + year}-{1000 + number}",
+                    package=packages[package],
+                    version=f"{major + 1}.{minor}.{patch}",
+                    fixed_version=f"{major + 1}.{20 + fixed}.0",
+                    necessity=necessity,
+                    first_seen_ms=spec.created_ms + seen,
+                    layer=layers[layer],
                 )
             )
         return tuple(out)
@@ -627,7 +648,7 @@ class Fleet:
             eligible.sort(key=lambda s: _hex(self.seed, counter, s.uuid))
             chosen = eligible[:count]
             for spec in chosen:
-                before = len(self.state(spec, now).findings.vulns)
+                before = self.state(spec, now).findings.vul_count
                 delta = _rng(self.seed, spec.uuid, counter, "delta").choice((-3, -2, -1, 1, 2, 3))
                 after = before + delta if before + delta >= 0 else before + abs(delta)
                 self._overrides.rescans[(cloud, spec.key)] = _Rescan(now, counter, after)

@@ -324,12 +324,18 @@ class TencentService:
             raise TcError(
                 "InvalidParameterValue.DataRange", f"The value of `Offset` ({offset}) is negative."
             )
-        items = [_images_info(state) for state in self._states(region, now)]
-        for flt in _filters(params.get("Filters")):
-            items = [item for item in items if _filter_matches(item, flt)]
+        filters = _filters(params.get("Filters"))
         by, order = params.get("By"), str(params.get("Order") or "asc").lower()
-        if isinstance(by, str) and by in _SORTABLE:
-            items.sort(key=lambda i: i[by], reverse=order in ("desc", "-"))
+        sort = isinstance(by, str) and by in _SORTABLE
+        states = self._states(region, now)
+        if not filters and not sort:  # the common walk: render only the page
+            page = page_slice(states, spec, offset, limit)
+            return {"List": [_images_info(s) for s in page], "TotalCount": len(states)}
+        items = [_images_info(state) for state in states]
+        for flt in filters:
+            items = [item for item in items if _filter_matches(item, flt)]
+        if sort:
+            items.sort(key=lambda i: i[str(by)], reverse=order in ("desc", "-"))
         return {"List": page_slice(items, spec, offset, limit), "TotalCount": len(items)}
 
     def _describe_asset_image_detail(
