@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -18,6 +19,7 @@ from exporter.simulator import (
     Fault,
     Simulator,
     SimulatorServer,
+    serve_forever,
 )
 from exporter.simulator.core import parse_address
 
@@ -170,3 +172,29 @@ def test_parse_address() -> None:
     assert parse_address("[::1]:80") == ("::1", 80)
     with pytest.raises(ValueError):
         parse_address("localhost")
+
+
+def test_serve_forever_serves_both_clouds_until_stopped() -> None:
+    stop = threading.Event()
+    addresses: list[str] = []
+    ready = threading.Event()
+
+    def started(aliyun: str, tencent: str) -> None:
+        addresses.extend([aliyun, tencent])
+        ready.set()
+
+    thread = threading.Thread(
+        target=serve_forever,
+        args=("127.0.0.1:0", "127.0.0.1:0"),
+        kwargs={"seed": 3, "images_per_region": 4, "stop": stop, "started": started},
+    )
+    thread.start()
+    try:
+        assert ready.wait(10)
+        for address in addresses:
+            stats = httpx.get(f"http://{address}/_sim/stats").json()
+            assert (stats["seed"], stats["images_per_region"]) == (3, 4)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -511,14 +511,20 @@ def serve_forever(
     *,
     seed: int = 1,
     images_per_region: int = 24,
+    stop: threading.Event | None = None,
+    started: Callable[[str, str], None] | None = None,
 ) -> None:
-    """Serve both simulated clouds until KeyboardInterrupt or SIGTERM."""
+    """Serve both simulated clouds until KeyboardInterrupt, SIGTERM or ``stop`` is set.
+
+    ``started(aliyun_address, tencent_address)`` is called once both listen (port 0 binds a
+    free port; this says which).
+    """
     simulator = Simulator(seed=seed, images_per_region=images_per_region)
     servers = [
         SimulatorServer(simulator, "aliyun", *parse_address(aliyun_address)),
         SimulatorServer(simulator, "tencent", *parse_address(tencent_address)),
     ]
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -535,6 +541,8 @@ def serve_forever(
             DEMO_ALIYUN_ACCESS_KEY_ID,
             DEMO_TENCENT_SECRET_ID,
         )
+        if started is not None:
+            started(servers[0].address, servers[1].address)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
