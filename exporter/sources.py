@@ -11,6 +11,12 @@ import httpx
 from exporter.clouds.aliyun.api import DEFAULT_RATE as SAS_RATE
 from exporter.clouds.aliyun.api import SasClient
 from exporter.clouds.aliyun.endpoints import sas_endpoint
+from exporter.clouds.aliyun.findings import (
+    SasBaselineSource,
+    SasImageRiskSource,
+    SasMaliciousSource,
+    SasVulnerabilitiesSource,
+)
 from exporter.clouds.aliyun.signing import ACS3Auth, default_nonce, utc_now
 from exporter.clouds.aliyun.source import SasImagesSource
 from exporter.clouds.http import RetryPolicy
@@ -116,6 +122,28 @@ Factory = Callable[[Context, str, float], Source]
 
 FACTORIES: dict[str, Factory] = {
     "sas_images": lambda ctx, name, interval: SasImagesSource(
+        ctx.key(name), interval, sas_client(ctx)
+    ),
+    "sas_baseline": lambda ctx, name, interval: SasBaselineSource(
+        ctx.key(name),
+        interval,
+        sas_client(ctx),
+        ctx.telemetry,
+        depends_on=ctx.depends(name),
+        concurrency=ctx.config.refresh.concurrency,
+    ),
+    "sas_vulnerabilities": lambda ctx, name, interval: SasVulnerabilitiesSource(
+        ctx.key(name),
+        interval,
+        sas_client(ctx),
+        ctx.telemetry,
+        depends_on=ctx.depends(name),
+        concurrency=ctx.config.refresh.concurrency,
+    ),
+    "sas_malicious": lambda ctx, name, interval: SasMaliciousSource(
+        ctx.key(name), interval, sas_client(ctx), depends_on=ctx.depends(name)
+    ),
+    "sas_image_risk": lambda ctx, name, interval: SasImageRiskSource(
         ctx.key(name), interval, sas_client(ctx)
     ),
     "tcss_images": lambda ctx, name, interval: TcssImagesSource(

@@ -15,7 +15,18 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from exporter.clouds.aliyun.schemas import DescribeImageInstancesResponse, ImageInstance, parse_rows
+from exporter.clouds.aliyun.schemas import (
+    AffectedMaliciousFile,
+    BaselineResult,
+    DescribeAffectedMaliciousFileImagesResponse,
+    DescribeImageBaselineCheckResultResponse,
+    DescribeImageInstancesResponse,
+    DescribeImageVulListResponse,
+    ImageInstance,
+    ImageRisk,
+    ListImageRiskResponse,
+    parse_rows,
+)
 from exporter.clouds.http import (
     Page,
     PageSpec,
@@ -150,7 +161,7 @@ class SasClient:
             return await self._send(action, params)
 
         kwargs = {"sleep": self._sleep} if self._sleep else {}
-        return await call_with_retry(once, self._retry, rng=self._rng, **kwargs)  # type: ignore[arg-type]
+        return await call_with_retry(once, self._retry, rng=self._rng, **kwargs)
 
     async def _send(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
         query = {"RegionId": self.region}
@@ -280,3 +291,94 @@ async def describe_image_instances(client: SasClient) -> list[ImageInstance]:
         return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
 
     return await client.walk(action, fetch, key=lambda r: r.uuid)
+
+
+# -- findings actions (issue 3) -------------------------------------------------------------
+
+
+async def describe_image_baseline_check_result(
+    client: SasClient, image_uuid: str
+) -> list[BaselineResult]:
+    """The baseline results of one image (DescribeImageBaselineCheckResult, seed 001).
+
+    Rows repeated across pages are dropped by their ``BaselineNameKey`` (one result per
+    baseline and image), so a sum over the rows counts every baseline once.
+    """
+    action = "DescribeImageBaselineCheckResult"
+
+    async def fetch(params: Mapping[str, object]) -> Page[BaselineResult]:
+        envelope, rows = await client.page(
+            action,
+            {"ImageUuid": image_uuid, **params},
+            DescribeImageBaselineCheckResultResponse,
+            "baseline_result",
+        )
+        items = parse_rows(BaselineResult, rows, client.invalid_row(action))
+        return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
+
+    return await paginate(fetch, PAGINATION[action], key=lambda r: r.baseline_name_key or r)
+
+
+async def describe_affected_malicious_file_images(
+    client: SasClient,
+) -> list[AffectedMaliciousFile]:
+    """Every malicious file of every image, account-wide (DescribeAffectedMaliciousFileImages).
+
+    ``PageSize`` goes out as a string, as the action types it (PAGINATION ``size_as_str``);
+    ``CurrentPage`` and ``PageSize`` are both required.
+    """
+    action = "DescribeAffectedMaliciousFileImages"
+
+    async def fetch(params: Mapping[str, object]) -> Page[AffectedMaliciousFile]:
+        envelope, rows = await client.page(
+            action,
+            params,
+            DescribeAffectedMaliciousFileImagesResponse,
+            "affected_malicious_file_images_response",
+        )
+        items = parse_rows(AffectedMaliciousFile, rows, client.invalid_row(action))
+        return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
+
+    return await paginate(fetch, PAGINATION[action])
+
+
+async def list_image_risk(client: SasClient) -> list[ImageRisk]:
+    """The images in use in clusters with their risk statistics (ListImageRisk, seed 002).
+
+    An image used by several clusters may be listed more than once; the first row wins.
+    """
+    action = "ListImageRisk"
+
+    async def fetch(params: Mapping[str, object]) -> Page[ImageRisk]:
+        envelope, rows = await client.page(action, params, ListImageRiskResponse, "image_risk_list")
+        items = parse_rows(ImageRisk, rows, client.invalid_row(action))
+        return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
+
+    return await paginate(fetch, PAGINATION[action], key=lambda r: r.uuid)
+
+
+VUL_TYPE = "cve"  # DescribeImageVulList accepts only "cve" (image system vulnerabilities)
+VUL_OPEN_STATUSES = "1,4"  # 1 unfixed, 4 being fixed; 7 (fixed) is not a present vulnerability
+
+
+async def count_image_vulnerabilities(client: SasClient, image_uuid: str, necessity: str) -> int:
+    """How many open vulnerabilities of ``necessity`` one image has (DescribeImageVulList).
+
+    Asks for a single record and reads the top-level ``TotalCount``: one call per necessity,
+    however many records the image has, and none of the records' bulky package details.
+    """
+    envelope, _ = await client.page(
+        "DescribeImageVulList",
+        {
+            "Type": VUL_TYPE,
+            "Uuids": image_uuid,
+            "Necessity": necessity,
+            "StatusList": VUL_OPEN_STATUSES,
+            "CurrentPage": 1,
+            "PageSize": 1,
+        },
+        DescribeImageVulListResponse,
+        "vul_records",
+    )
+    total: int = envelope.total_count
+    return total

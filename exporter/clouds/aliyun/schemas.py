@@ -6,10 +6,18 @@ validated one by one by ``parse_rows`` so that one bad row is counted and skippe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 from pydantic.alias_generators import to_pascal
 
 
@@ -95,3 +103,105 @@ def parse_rows(
         except (ValidationError, TypeError) as err:
             on_invalid(row, err)
     return parsed
+
+
+# -- findings actions (issue 3) -------------------------------------------------------------
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+class BaselineResult(SasModel):
+    """One row of DescribeImageBaselineCheckResult (seed 001): one baseline of one image."""
+
+    baseline_name_key: str = ""
+    baseline_name_level: str = ""
+    high_risk_item_count: NonNegInt
+    middle_risk_item_count: NonNegInt
+    low_risk_item_count: NonNegInt
+    last_scan_time: EpochMillis = None
+    status: int | None = None
+
+
+class DescribeImageBaselineCheckResultResponse(PagedResponse):
+    baseline_result: list[dict[str, Any]]
+
+
+MalwareLevel = Literal["serious", "suspicious", "remind"]
+
+
+class AffectedMaliciousFile(SasModel):
+    """One row of DescribeAffectedMaliciousFileImages (seed 004): one malicious file in one image.
+
+    ``Uuid`` in these rows is the server's; the image is ``ImageUuid``. ``Namespace`` is the
+    repository namespace (the request calls the same filter ``RepoNamespace``).
+    """
+
+    image_uuid: str = Field(min_length=1)
+    level: Annotated[MalwareLevel, BeforeValidator(_lower)]
+    status: Annotated[int, Field(ge=0, le=3)]  # 0 unhandled, 1 handled, 2 verifying, 3 whitelisted
+    malicious_md5: str = ""
+    file_path: str = ""
+    layer: str = ""
+    digest: str = ""
+    repo_name: str = ""
+    namespace: str = ""
+    tag: str = ""
+    repo_region_id: str = ""
+
+
+class DescribeAffectedMaliciousFileImagesResponse(PagedResponse):
+    affected_malicious_file_images_response: list[dict[str, Any]]
+
+
+class ImageRisk(SasModel):
+    """One row of ListImageRisk (seed 002): an image in use in a cluster.
+
+    ``Statistics`` is documented as a string holding JSON; the seed's sample sends an object.
+    It stays raw here and is parsed by ``parse_statistics``, so that a malformed value marks the
+    row without losing its registration status.
+    """
+
+    uuid: str = Field(min_length=1)
+    repo_name: str = ""
+    repo_namespace: str = ""
+    tag: str = ""
+    region_id: str = ""
+    digest: str = ""
+    image_access_type: str = ""
+    statistics: Any = None
+
+
+class ListImageRiskResponse(PagedResponse):
+    image_risk_list: list[dict[str, Any]]
+
+
+class RiskStatistics(BaseModel):
+    """ListImageRisk ``Statistics``: camelCase keys, unlike the rest of the answer."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    baseline_num: NonNegInt | None = Field(default=None, alias="baselineNum")
+    new_suspicious: NonNegInt | None = Field(default=None, alias="newSuspicious")
+    vul: NonNegInt | None = None
+
+
+def parse_statistics(raw: object) -> RiskStatistics | None:
+    """Parse a ``Statistics`` value (a JSON string or an object); None if absent or empty.
+
+    Raises ValueError (``json.JSONDecodeError``, ``ValidationError``) if it does not parse.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return RiskStatistics.model_validate(raw)
+
+
+class DescribeImageVulListResponse(SasModel):
+    """DescribeImageVulList: paging fields at the top level, no PageInfo (cloud-api-facts 3.5)."""
+
+    request_id: str = ""
+    total_count: NonNegInt
+    vul_records: list[dict[str, Any]] = []

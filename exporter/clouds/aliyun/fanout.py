@@ -1,0 +1,112 @@
+"""Per-image detail calls: cached by image identity and scan marker, run concurrently, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+from cachetools import TTLCache
+
+from exporter.errors import SourceError
+from exporter.model import ImageRef, SourceKey
+from exporter.telemetry import Telemetry
+
+V = TypeVar("V")
+
+CACHE_METRIC = "imagesec_detail_cache_requests"
+DEFAULT_TTL = 86_400.0
+"""Even an unchanged image is looked up again after a day: a safety net, should the vendor
+change a detail without the inventory's scan marker moving."""
+
+
+def first_source_error(group: BaseExceptionGroup[BaseException]) -> SourceError | None:
+    """The first ``SourceError`` in a (possibly nested) exception group."""
+    for exc in group.exceptions:
+        if isinstance(exc, SourceError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = first_source_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+class DetailFanOut(Generic[V]):
+    """Looks up one detail per image, calling the API only for images whose key is not cached.
+
+    The cache belongs to one source and is only touched from its refresh task (cachetools is
+    not thread-safe). Keys are what identifies an image's result (its native id and scan
+    marker, plus anything else the detail depends on), so a steady-state refresh makes no
+    calls and a rescan of N images costs N lookups. Entries of images that left the inventory
+    are dropped after every complete pass.
+
+    Hits and misses are counted in ``imagesec_detail_cache_requests{result="hit"|"miss"}``.
+    """
+
+    def __init__(
+        self,
+        source: SourceKey,
+        telemetry: Telemetry,
+        *,
+        concurrency: int,
+        ttl: float = DEFAULT_TTL,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._telemetry = telemetry
+        self._labels = source.labels()
+        self._concurrency = concurrency
+        # Sized by pruning to the inventory, not by eviction: an LRU bound smaller than the
+        # fleet would refetch images on every pass.
+        self.cache: TTLCache[Hashable, V] = TTLCache(maxsize=math.inf, ttl=ttl, timer=timer)
+        for result in ("hit", "miss"):
+            telemetry.declare(CACHE_METRIC, (*self._labels, result))
+
+    async def run(
+        self,
+        images: Sequence[ImageRef],
+        key: Callable[[ImageRef], Hashable],
+        fetch: Callable[[ImageRef], Awaitable[V]],
+    ) -> list[tuple[ImageRef, V]]:
+        """Every image with its detail, in ``images`` order.
+
+        Misses are fetched concurrently, at most ``concurrency`` at a time (the client's token
+        bucket spaces them out). The first failure cancels the rest and is raised as is;
+        the lookups that completed stay cached, so the next attempt resumes where this one
+        stopped.
+        """
+        wanted = {key(ref): ref for ref in images}
+        results: dict[Hashable, V] = {}
+        missing: list[tuple[Hashable, ImageRef]] = []
+        for k, ref in wanted.items():
+            try:
+                results[k] = self.cache[k]
+            except KeyError:  # never fetched, or expired
+                missing.append((k, ref))
+        self._telemetry.inc(CACHE_METRIC, (*self._labels, "hit"), len(results))
+        self._telemetry.inc(CACHE_METRIC, (*self._labels, "miss"), len(missing))
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(k: Hashable, ref: ImageRef) -> None:
+            async with gate:
+                value = await fetch(ref)
+            self.cache[k] = value
+            results[k] = value
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for k, ref in missing:
+                    group.create_task(one(k, ref))
+        except BaseExceptionGroup as failed:
+            err = first_source_error(failed)
+            if err is not None:
+                raise err from None
+            raise
+        self.cache.expire()
+        for stale in [k for k in self.cache if k not in wanted]:
+            del self.cache[stale]
+        return [(ref, results[key(ref)]) for ref in images]

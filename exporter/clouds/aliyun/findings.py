@@ -1,0 +1,277 @@
+"""Sas findings collectors: baseline, vulnerabilities by fix priority, malware, images in use.
+
+Each collector is its own source (own interval, ``imagesec_up``, failure isolation). Their
+series join the inventory's on the identity labels: an image is keyed by its Sas ``Uuid``
+with the repository namespace, name, tag and region the rows name, exactly as
+``source.image_key`` keys the inventory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from typing import get_args
+
+from exporter.clouds.aliyun.api import (
+    SasClient,
+    count_image_vulnerabilities,
+    describe_affected_malicious_file_images,
+    describe_image_baseline_check_result,
+    list_image_risk,
+)
+from exporter.clouds.aliyun.fanout import DEFAULT_TTL, DetailFanOut
+from exporter.clouds.aliyun.schemas import AffectedMaliciousFile, MalwareLevel, parse_statistics
+from exporter.metrics import BASELINE_SEVERITIES, REGISTRATION_STATUSES
+from exporter.model import ImageKey, ImageRef, Sample, SourceData, SourceKey, optional, stateset
+from exporter.normalise import (
+    SAS_BASELINE_FIELDS,
+    SAS_MALWARE_STATUS,
+    SAS_NECESSITY_SEVERITY,
+    SAS_REGISTRATION,
+)
+from exporter.telemetry import Telemetry
+
+# The Sas part of the malware vocabularies (the catalogue's "unknown" is TCSS's, not ours).
+SAS_MALWARE_LEVELS: tuple[str, ...] = get_args(MalwareLevel)
+SAS_MALWARE_STATUSES: tuple[str, ...] = tuple(SAS_MALWARE_STATUS.values())
+
+Counts = tuple[tuple[str, int], ...]
+"""A detail result: (label value, count) pairs, immutable so the cache can share it."""
+
+
+def sas_key(
+    account: str,
+    region: str,
+    uuid: str,
+    repo_namespace: str,
+    repo: str,
+    tag: str,
+    row_region: str,
+) -> ImageKey:
+    """Identity of a Sas image, built the way ``source.image_key`` builds the inventory's."""
+    return ImageKey("aliyun", account, row_region or region, repo_namespace, repo, tag, uuid)
+
+
+def _images(upstream: SourceData | None) -> tuple[ImageRef, ...]:
+    return upstream.images if upstream is not None else ()
+
+
+class _PerImageSource:
+    """A collector that makes one cached detail lookup per image of the inventory."""
+
+    action: str  # the Sas action of the lookup
+    metric: str  # the catalogue metric it feeds, with one extra label
+
+    def __init__(
+        self,
+        key: SourceKey,
+        interval: float,
+        client: SasClient,
+        telemetry: Telemetry,
+        *,
+        depends_on: SourceKey | None,
+        concurrency: int,
+        ttl: float = DEFAULT_TTL,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.key = key
+        self.interval = interval
+        self.depends_on = depends_on
+        self.client = client
+        self.details: DetailFanOut[Counts] = DetailFanOut(
+            key, telemetry, concurrency=concurrency, ttl=ttl, timer=timer
+        )
+        client.declare(self.action)
+
+    def cache_key(self, ref: ImageRef) -> Hashable:
+        return (ref.native_id, ref.scan_marker)
+
+    async def lookup(self, ref: ImageRef) -> Counts:
+        raise NotImplementedError
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        found = await self.details.run(_images(upstream), self.cache_key, self.lookup)
+        samples = [
+            Sample(self.metric, ref.key, float(value), (label,))
+            for ref, counts in found
+            for label, value in counts
+        ]
+        return SourceData(samples=tuple(samples), images=tuple(ref for ref, _ in found))
+
+
+class SasBaselineSource(_PerImageSource):
+    """sas_baseline: baseline risk items per image and severity (DescribeImageBaselineCheckResult).
+
+    The sums of High/Middle/LowRiskItemCount over the image's baseline results; an image
+    without results has 0 of each. One lookup per image whose scan changed::
+
+        # HELP imagesec_image_baseline_risk_items Baseline check risk items of the image by severity (Sas DescribeImageBaselineCheckResult) (cached, refreshed every 900s).
+        # TYPE imagesec_image_baseline_risk_items gauge
+        imagesec_image_baseline_risk_items{provider="aliyun",account="prod",region="cn-hangzhou",repo_namespace="shop",repo="cart",tag="1.4.2",image_id="a910...",severity="high"} 1.0
+    """
+
+    action = "DescribeImageBaselineCheckResult"
+    metric = "imagesec_image_baseline_risk_items"
+
+    async def lookup(self, ref: ImageRef) -> Counts:
+        rows = await describe_image_baseline_check_result(self.client, ref.native_id)
+        totals = dict.fromkeys(BASELINE_SEVERITIES, 0)
+        for row in rows:
+            for field, severity in SAS_BASELINE_FIELDS.items():
+                totals[severity] += getattr(row, field)
+        return tuple(totals.items())
+
+
+class SasVulnerabilitiesSource(_PerImageSource):
+    """sas_vulnerabilities: open vulnerabilities per image by fix priority (DescribeImageVulList).
+
+    Sas ranks image vulnerabilities by ``Necessity``, a fix priority rather than a CVSS
+    severity: asap=high, later=medium, nntf=low (exporter/normalise.py); Sas has no critical.
+    Counted are the ``Type=cve`` records (the only type the action takes: system packages)
+    with status unfixed or being fixed. Each count is one call with a Necessity filter and
+    ``PageSize=1`` whose ``TotalCount`` is read, so an image costs three calls however many
+    vulnerabilities it has. Looked up again only when the image's scan marker or its
+    vulnerability total changes::
+
+        # HELP imagesec_image_vulnerabilities_by_severity Vulnerabilities by severity (TCSS *LevelVulCnt; Sas: fix priority asap=high, later=medium, nntf=low) (cached, refreshed every 900s).
+        # TYPE imagesec_image_vulnerabilities_by_severity gauge
+        imagesec_image_vulnerabilities_by_severity{provider="aliyun",account="prod",region="cn-hangzhou",repo_namespace="shop",repo="cart",tag="1.4.2",image_id="a910...",severity="high"} 4.0
+    """
+
+    action = "DescribeImageVulList"
+    metric = "imagesec_image_vulnerabilities_by_severity"
+
+    def cache_key(self, ref: ImageRef) -> Hashable:
+        return (ref.native_id, ref.scan_marker, ref.vulnerabilities)
+
+    async def lookup(self, ref: ImageRef) -> Counts:
+        counts = []
+        for necessity, severity in SAS_NECESSITY_SEVERITY.items():
+            total = await count_image_vulnerabilities(self.client, ref.native_id, necessity)
+            counts.append((severity, total))
+        return tuple(counts)
+
+
+class SasMaliciousSource:
+    """sas_malicious: malicious files per image, level and status (DescribeAffectedMaliciousFileImages).
+
+    One account-wide paged listing. Its rows are per malicious file per image (and repeat for
+    every container, pod or page that shows the same file), so a cell counts the distinct
+    (MaliciousMd5, FilePath) pairs of the image at that level and status. Every image of the
+    inventory and every image with a row gets the full level x status grid, so "no malware"
+    is a visible 0. A row whose ImageUuid the inventory does not know (yet) is still exported,
+    keyed by its own RepoName/Namespace/Tag/RepoRegionId, which are the labels the inventory
+    gives the same image::
+
+        # HELP imagesec_image_malicious_samples Malicious samples found in the image by level and handling status (cached, refreshed every 900s).
+        # TYPE imagesec_image_malicious_samples gauge
+        imagesec_image_malicious_samples{provider="aliyun",account="prod",region="cn-shanghai",repo_namespace="hanghai-namespace",repo="centos",tag="0.2",image_id="e05c...",level="serious",status="handled"} 1.0
+    """
+
+    action = "DescribeAffectedMaliciousFileImages"
+    metric = "imagesec_image_malicious_samples"
+
+    def __init__(
+        self,
+        key: SourceKey,
+        interval: float,
+        client: SasClient,
+        *,
+        depends_on: SourceKey | None,
+    ) -> None:
+        self.key = key
+        self.interval = interval
+        self.depends_on = depends_on
+        self.client = client
+        client.declare(self.action)
+
+    def _row_ref(self, row: AffectedMaliciousFile) -> ImageRef:
+        key = sas_key(
+            self.key.account,
+            self.key.region,
+            row.image_uuid,
+            row.namespace,
+            row.repo_name,
+            row.tag,
+            row.repo_region_id,
+        )
+        return ImageRef(key, row.image_uuid, "")
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        rows = await describe_affected_malicious_file_images(self.client)
+        refs = {ref.native_id: ref for ref in _images(upstream)}
+        files: dict[str, dict[tuple[str, str], set[tuple[str, str]]]] = {u: {} for u in refs}
+        for row in rows:
+            if row.image_uuid not in refs:
+                refs[row.image_uuid] = self._row_ref(row)
+            cell = (row.level, SAS_MALWARE_STATUS[row.status])
+            grid = files.setdefault(row.image_uuid, {})
+            grid.setdefault(cell, set()).add((row.malicious_md5, row.file_path))
+        samples = [
+            Sample(self.metric, refs[uuid].key, float(len(grid.get((lvl, st), ()))), (lvl, st))
+            for uuid, grid in files.items()
+            for lvl in SAS_MALWARE_LEVELS
+            for st in SAS_MALWARE_STATUSES
+        ]
+        return SourceData(samples=tuple(samples), images=tuple(refs[u] for u in files))
+
+
+class SasImageRiskSource:
+    """sas_image_risk: risk statistics and registration of the images in use (ListImageRisk).
+
+    ``Statistics`` (baselineNum, newSuspicious, vul; a JSON string, or an object as in the
+    seed's sample) becomes ``imagesec_image_in_use_findings{finding}``: a key it lacks gives no
+    sample. A value that does not parse counts the row in ``imagesec_invalid_rows`` and drops
+    only its statistics: the row's registration status (``ImageAccessType``) is still
+    exported::
+
+        # TYPE imagesec_image_in_use_findings gauge
+        imagesec_image_in_use_findings{provider="aliyun",...,image_id="6247...",finding="new_suspicious"} 0.0
+        # TYPE imagesec_image_registration_status gauge
+        imagesec_image_registration_status{provider="aliyun",...,image_id="6247...",status="in_sas"} 1.0
+    """
+
+    action = "ListImageRisk"
+
+    def __init__(self, key: SourceKey, interval: float, client: SasClient) -> None:
+        self.key = key
+        self.interval = interval
+        self.depends_on: SourceKey | None = None
+        self.client = client
+        client.declare(self.action)
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        rows = await list_image_risk(self.client)
+        report = self.client.invalid_row(self.action)
+        samples: list[Sample] = []
+        images: list[ImageRef] = []
+        for row in rows:
+            key = sas_key(
+                self.key.account,
+                self.key.region,
+                row.uuid,
+                row.repo_namespace,
+                row.repo_name,
+                row.tag,
+                row.region_id,
+            )
+            images.append(ImageRef(key, row.uuid, ""))
+            status = SAS_REGISTRATION.get(row.image_access_type.upper(), "unknown")
+            samples += stateset(
+                "imagesec_image_registration_status", key, REGISTRATION_STATUSES, status
+            )
+            try:
+                stats = parse_statistics(row.statistics)
+            except ValueError as err:  # bad JSON or a bad value (ValidationError is one)
+                report(row, err)
+                continue
+            if stats is None:
+                continue
+            findings = {
+                "baseline": stats.baseline_num,
+                "new_suspicious": stats.new_suspicious,
+                "vulnerability": stats.vul,
+            }
+            for finding, value in findings.items():
+                samples += optional("imagesec_image_in_use_findings", key, value, finding)
+        return SourceData(samples=tuple(samples), images=tuple(images))
