@@ -17,7 +17,11 @@ from pathlib import Path
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import stat, table, timeseries
-from grafana_foundation_sdk.builders.common import StackingConfig, VizLegendOptions
+from grafana_foundation_sdk.builders.common import (
+    ReduceDataOptions,
+    StackingConfig,
+    VizLegendOptions,
+)
 from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import (
@@ -92,6 +96,7 @@ def stat_panel(
         .with_target(query(expr, legend))
         .unit(unit)
         .thresholds(thresholds(*(steps or ((None, GREEN),))))
+        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
         .color_mode(BigValueColorMode.BACKGROUND)
         .graph_mode(BigValueGraphMode.AREA)
         .height(4)
@@ -467,7 +472,7 @@ def build() -> dict[str, object]:
         }
     ]
     model["__requires"] = [
-        {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+        {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "11.6.0"},
         {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
         {"type": "panel", "id": "stat", "name": "Stat", "version": ""},
         {"type": "panel", "id": "table", "name": "Table", "version": ""},

@@ -153,3 +153,18 @@ def test_overview_covers_the_fleet_and_health_covers_the_exporter() -> None:
         "imagesec_api_request_errors_total",
     ):
         assert name in metric_names(exprs), name
+
+
+def test_stat_panels_show_the_last_value() -> None:
+    stats = [panel for panel in _panels() if panel["type"] == "stat"]
+    assert stats
+    for panel in stats:
+        assert panel["options"]["reduceOptions"]["calcs"] == ["lastNotNull"], panel["title"]
+
+
+def test_table_panels_run_instant_queries_as_tables() -> None:
+    tables = [panel for panel in _panels() if panel["type"] == "table"]
+    assert tables
+    for panel in tables:
+        for target in panel["targets"]:
+            assert target["instant"] is True and target["format"] == "table", panel["title"]
