@@ -44,15 +44,14 @@ class TokenBucket:
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
+        """Take a token, sleeping until it is due (a debt, not a poll: no spinning on float time)."""
         async with self._lock:
-            while True:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-                self._updated = now
-                if self._tokens >= 1 - 1e-9:  # tolerance: float time must not spin forever
-                    self._tokens = max(0.0, self._tokens - 1)
-                    return
-                await self._sleep((1 - self._tokens) / self.rate)
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self._tokens -= 1
+            if self._tokens < 0:
+                await self._sleep(-self._tokens / self.rate)
 
 
 @dataclass(frozen=True, slots=True)
