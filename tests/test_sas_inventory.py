@@ -48,7 +48,12 @@ def row(i: int, **overrides: Any) -> dict[str, Any]:
 def page(rows: list[dict[str, Any]], total: int, current: int = 1) -> dict[str, Any]:
     return {
         "RequestId": f"req-{current}",
-        "PageInfo": {"CurrentPage": current, "PageSize": 20, "TotalCount": total, "Count": len(rows)},
+        "PageInfo": {
+            "CurrentPage": current,
+            "PageSize": 20,
+            "TotalCount": total,
+            "Count": len(rows),
+        },
         "ImageInstanceList": rows,
     }
 
@@ -103,7 +108,7 @@ async def test_seed_sample_parses_and_appears_in_metrics(clock: FakeClock) -> No
     telemetry = Telemetry()
     source = SasImagesSource(KEY, 300, make_client(handler, telemetry, clock))
     refresher = Refresher([source], telemetry=telemetry, clock=clock)
-    snapshot = (await refresher.run_once())
+    snapshot = await refresher.run_once()
     assert snapshot.sources[KEY].up
     registry = CollectorRegistry()
     registry.register(ImageCollector(lambda: snapshot))
@@ -160,7 +165,9 @@ async def test_pages_until_total_and_counts_requests(clock: FakeClock) -> None:
 
 async def test_rows_repeated_across_pages_are_counted_once(clock: FakeClock) -> None:
     pages = {1: [row(0), row(1)], 2: [row(1), row(2)]}
-    handler = Sas(lambda current, request: httpx.Response(200, json=page(pages[current], 4, current)))
+    handler = Sas(
+        lambda current, request: httpx.Response(200, json=page(pages[current], 4, current))
+    )
     client = make_client(handler, Telemetry(), clock)
     from exporter.clouds.aliyun import api
 
@@ -203,7 +210,9 @@ async def test_auth_errors_are_not_retried(clock: FakeClock) -> None:
 
 
 def _html(current: int, request: httpx.Request) -> httpx.Response:
-    return httpx.Response(502, text="<html><body>Bad Gateway</body></html>", headers={"content-type": "text/html"})
+    return httpx.Response(
+        502, text="<html><body>Bad Gateway</body></html>", headers={"content-type": "text/html"}
+    )
 
 
 def _timeout(current: int, request: httpx.Request) -> httpx.Response:
@@ -215,9 +224,13 @@ def _total_changes(current: int, request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=page(rows, 50 + current, current))
 
 
-BAD_ANSWERS: dict[str, tuple[Callable[[int, httpx.Request], httpx.Response], type[Exception], str]] = {
+BAD_ANSWERS: dict[
+    str, tuple[Callable[[int, httpx.Request], httpx.Response], type[Exception], str]
+] = {
     "malformed json": (
-        lambda c, r: httpx.Response(200, text='{"PageInfo": {', headers={"content-type": "application/json"}),
+        lambda c, r: httpx.Response(
+            200, text='{"PageInfo": {', headers={"content-type": "application/json"}
+        ),
         PayloadError,
         "bad_payload",
     ),
@@ -276,7 +289,13 @@ async def test_bad_answer_marks_only_that_source_down(case: str, clock: FakeCloc
     assert 'image_id="uuid-2"' in text
     health = CollectorRegistry()
     health.register(HealthCollector(lambda: snapshot, telemetry))
-    assert health.get_sample_value("imagesec_up", dict(zip(("provider", "account", "region", "source"), KEY.labels(), strict=True))) == 0
+    assert (
+        health.get_sample_value(
+            "imagesec_up",
+            dict(zip(("provider", "account", "region", "source"), KEY.labels(), strict=True)),
+        )
+        == 0
+    )
     with pytest.raises(error):  # and the client raised the documented error class
         bad["on"] = True
         await describe_image_instances(make_client(Sas(flaky), Telemetry(), clock))
@@ -292,7 +311,9 @@ async def test_invalid_rows_are_skipped_and_counted(clock: FakeClock) -> None:
 
 
 async def test_unknown_scan_status_is_unknown_not_a_guess(clock: FakeClock) -> None:
-    handler = Sas(lambda current, request: httpx.Response(200, json=page([row(0, ScaStatus="NEW_THING")], 1)))
+    handler = Sas(
+        lambda current, request: httpx.Response(200, json=page([row(0, ScaStatus="NEW_THING")], 1))
+    )
     source = SasImagesSource(KEY, 300, make_client(handler, Telemetry(), clock))
     data = await source.refresh(None)
     states = {s.extra[0]: s.value for s in data.samples if s.metric == "imagesec_image_scan_status"}
