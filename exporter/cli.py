@@ -137,6 +137,9 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request URL at INFO: too chatty, and URLs may carry signed parameters.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def demo_config(

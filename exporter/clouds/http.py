@@ -21,8 +21,9 @@ Sleep = Callable[[float], Awaitable[None]]
 class TokenBucket:
     """Token bucket: ``rate`` requests per second on average, bursts up to ``burst``.
 
-    Waiters are served in arrival order (the lock is FIFO), so a fan-out of concurrent per-image
-    calls spreads evenly over time instead of tripping the vendor's flow control.
+    The default burst of 1 spaces requests evenly: the vendor's own bucket (which allows a
+    burst) then absorbs network jitter instead of rejecting a request that arrived 5 ms early.
+    Waiters are served in arrival order (the lock is FIFO).
     """
 
     def __init__(
@@ -36,7 +37,7 @@ class TokenBucket:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
+        self.burst = burst if burst is not None else 1.0
         self._clock = clock
         self._sleep = sleep
         self._tokens = self.burst
