@@ -24,7 +24,7 @@ from typing import Any
 import bcrypt
 import yaml
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 from exporter import __version__
 from exporter.collector import HealthCollector, ImageCollector
@@ -33,6 +33,9 @@ from exporter.model import Snapshot
 from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+# The classic text format: every name we emit is a legacy-valid Prometheus name.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +281,7 @@ def make_handler(
                     accept_gzip = "gzip" in (self.headers.get("Accept-Encoding") or "")
                     body = store.scrape(accept_gzip)
                     extra = {"Content-Encoding": "gzip"} if accept_gzip else {}
-                    self._send(200, body, CONTENT_TYPE_LATEST, extra)
+                    self._send(200, body, CONTENT_TYPE, extra)
                 elif path == "/-/healthy":
                     self._send(200, b"Healthy\n", "text/plain; charset=utf-8")
                 elif path == "/-/ready":

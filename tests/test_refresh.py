@@ -1,0 +1,133 @@
+"""The refresh loop: isolation of failures, last good data, dependencies, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from exporter.errors import AuthError
+from exporter.model import ImageKey, ImageRef, Sample, SourceData, SourceKey
+from exporter.refresh import Refresher
+from exporter.telemetry import Telemetry
+from tests.conftest import FakeClock
+
+IMAGE = ImageKey("aliyun", "a", "cn-hangzhou", "shop", "cart", "1.0", "u1")
+
+
+class FakeSource:
+    """A source whose next outcome the test sets: data, an exception, or a hang."""
+
+    def __init__(self, name: str, depends_on: SourceKey | None = None) -> None:
+        self.key = SourceKey("aliyun", "a", "cn-shanghai", name)
+        self.interval = 60.0
+        self.depends_on = depends_on
+        self.outcome: SourceData | BaseException | None = SourceData(
+            samples=(Sample("imagesec_image_vulnerabilities", IMAGE, 3.0),),
+            images=(ImageRef(IMAGE, "u1", "m1"),),
+        )
+        self.upstreams: list[SourceData | None] = []
+        self.hang = False
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        self.upstreams.append(upstream)
+        if self.hang:
+            await asyncio.sleep(3600)
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        assert self.outcome is not None
+        return self.outcome
+
+
+async def test_failure_keeps_last_good_data_and_marks_down(clock: FakeClock) -> None:
+    source, other = FakeSource("sas_images"), FakeSource("sas_image_risk")
+    telemetry = Telemetry()
+    refresher = Refresher([source, other], telemetry=telemetry, clock=clock)
+    first = await refresher.run_once()
+    assert first.ready() and first.sources[source.key].up
+    good = first.sources[source.key].data
+
+    clock.advance(60)
+    source.outcome = AuthError("denied", code="InvalidAccessKeyId.NotFound")
+    second = await refresher.run_once()
+    state = second.sources[source.key]
+    assert (state.up, state.data, state.last_success) == (
+        False,
+        good,
+        first.sources[source.key].last_success,
+    )
+    assert state.last_attempt == clock.now
+    assert "denied" in (state.last_error or "")
+    assert second.sources[other.key].up
+    labels = (*source.key.labels(), "InvalidAccessKeyId.NotFound")
+    assert telemetry.value("imagesec_refresh_failures", labels) == 1
+
+    source.outcome = SourceData()
+    third = await refresher.run_once()
+    assert third.sources[source.key].up and third.sources[source.key].last_error is None
+
+
+async def test_a_bug_in_a_collector_is_contained(clock: FakeClock) -> None:
+    source = FakeSource("sas_images")
+    source.outcome = ZeroDivisionError("oops")
+    telemetry = Telemetry()
+    snapshot = await Refresher([source], telemetry=telemetry, clock=clock).run_once()
+    assert not snapshot.sources[source.key].up
+    assert telemetry.value("imagesec_refresh_failures", (*source.key.labels(), "internal")) == 1
+
+
+async def test_a_hanging_source_times_out(clock: FakeClock) -> None:
+    source = FakeSource("sas_images")
+    source.hang = True
+    telemetry = Telemetry()
+    snapshot = await Refresher([source], telemetry=telemetry, timeout=0.05, clock=clock).run_once()
+    assert snapshot.sources[source.key].last_error == "refresh took longer than 0.05s"
+    assert telemetry.value("imagesec_refresh_failures", (*source.key.labels(), "timeout")) == 1
+
+
+async def test_dependents_run_after_their_upstream_and_get_its_data(clock: FakeClock) -> None:
+    upstream = FakeSource("sas_images")
+    dependent = FakeSource("sas_baseline", depends_on=upstream.key)
+    refresher = Refresher([dependent, upstream], telemetry=Telemetry(), clock=clock)
+    await refresher.run_once()
+    assert dependent.upstreams == [upstream.outcome]
+
+
+async def test_dependent_fails_visibly_without_upstream_data(clock: FakeClock) -> None:
+    upstream = FakeSource("sas_images")
+    upstream.outcome = AuthError("denied", code="SignatureDoesNotMatch")
+    dependent = FakeSource("sas_baseline", depends_on=upstream.key)
+    snapshot = await Refresher([upstream, dependent], telemetry=Telemetry(), clock=clock).run_once()
+    state = snapshot.sources[dependent.key]
+    assert not state.up and "no data yet from sas_images" in (state.last_error or "")
+    assert dependent.upstreams == []  # never called without an inventory
+
+
+async def test_not_ready_until_every_source_attempted(clock: FakeClock) -> None:
+    a, b = FakeSource("sas_images"), FakeSource("sas_image_risk")
+    published = []
+    refresher = Refresher([a, b], telemetry=Telemetry(), clock=clock, on_snapshot=published.append)
+    assert not refresher.snapshot.ready()
+    await refresher.refresh(a)
+    assert not refresher.snapshot.ready()
+    await refresher.refresh(b)
+    assert refresher.snapshot.ready()
+    assert len(published) == 2 and published[-1] is refresher.snapshot
+
+
+async def test_run_loops_each_source_on_its_interval() -> None:
+    source = FakeSource("sas_images")
+    source.interval = 0.01
+    refresher = Refresher([source], telemetry=Telemetry())
+    task = asyncio.create_task(refresher.run())
+    while len(source.upstreams) < 3:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert refresher.snapshot.sources[source.key].up
+
+
+def test_duplicate_sources_are_a_bug() -> None:
+    with pytest.raises(ValueError):
+        Refresher([FakeSource("x"), FakeSource("x")], telemetry=Telemetry())

@@ -1,0 +1,194 @@
+"""HTTP endpoints over a real loopback socket: metrics (plain and gzip), health, landing, auth."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+
+from exporter.errors import ConfigError
+from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, SourceState
+from exporter.telemetry import Telemetry
+from exporter.web import (
+    ExpositionStore,
+    WebConfig,
+    WebServer,
+    load_web_config,
+    parse_listen_address,
+)
+from tests.conftest import require_tool
+
+KEY = SourceKey("aliyun", "prod", "cn-shanghai", "sas_images")
+IMAGE = ImageKey("aliyun", "prod", "cn-hangzhou", "shop", "cart", "1.0", "u1")
+
+
+def snapshot(attempted: bool = True, error: str | None = None) -> Snapshot:
+    data = SourceData(samples=(Sample("imagesec_image_vulnerabilities", IMAGE, 7.0),))
+    state = SourceState(
+        key=KEY,
+        interval=300,
+        data=data,
+        up=error is None,
+        attempted=attempted,
+        last_success=1_700_000_000.0,
+        last_error=error,
+    )
+    return Snapshot({KEY: state}, created=1_700_000_000.0)
+
+
+@pytest.fixture
+def store() -> ExpositionStore:
+    telemetry = Telemetry()
+    telemetry.declare(
+        "imagesec_api_requests", ("aliyun", "prod", "cn-shanghai", "DescribeImageInstances")
+    )
+    return ExpositionStore(snapshot(attempted=False), telemetry)
+
+
+def serve(store: ExpositionStore, **kwargs: object) -> Iterator[str]:
+    server = WebServer(store, "127.0.0.1:0", **kwargs)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield f"{server.scheme}://{server.address}"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def base(store: ExpositionStore) -> Iterator[str]:
+    yield from serve(store, telemetry_path="/metrics")
+
+
+def test_metrics_plain_and_gzip_are_the_same_exposition(store: ExpositionStore, base: str) -> None:
+    store.update(snapshot())
+    plain = httpx.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "imagesec_image_vulnerabilities{" in plain.text
+    assert "imagesec_api_requests_total{" in plain.text
+    assert "(cached, refreshed every 300s)" in plain.text
+    raw = httpx.get(f"{base}/metrics", headers={"Accept-Encoding": "gzip"})
+    assert raw.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(raw.content) == plain.content  # multi-member gzip decodes whole
+
+
+def test_promtool_finds_nothing_in_the_exposition(store: ExpositionStore, base: str) -> None:
+    store.update(snapshot())
+    text = httpx.get(f"{base}/metrics").content
+    result = subprocess.run(
+        [require_tool("promtool"), "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
+    assert result.returncode == 0 and result.stdout + result.stderr == b"", result
+
+
+def test_health_and_readiness(store: ExpositionStore, base: str) -> None:
+    assert httpx.get(f"{base}/-/healthy").status_code == 200
+    assert httpx.get(f"{base}/-/ready").status_code == 503
+    store.update(snapshot())
+    assert httpx.get(f"{base}/-/ready").status_code == 200
+    assert httpx.get(f"{base}/nope").status_code == 404
+
+
+def test_landing_page_shows_sources_and_escapes_errors(store: ExpositionStore, base: str) -> None:
+    store.update(snapshot(error="<script>alert(1)</script> code=Throttling"))
+    page = httpx.get(f"{base}/").text
+    assert 'href="/metrics"' in page
+    assert "sas_images" in page and "cn-shanghai" in page and "down" in page
+    assert "<script>alert(1)" not in page and "&lt;script&gt;" in page
+
+
+def test_custom_telemetry_path(store: ExpositionStore) -> None:
+    for base in serve(store, telemetry_path="/probe"):
+        assert httpx.get(f"{base}/probe").status_code == 200
+        assert httpx.get(f"{base}/metrics").status_code == 404
+
+
+def test_render_in_background_thread_serves_latest(store: ExpositionStore) -> None:
+    store.start()
+    try:
+        updated = snapshot()
+        state = replace(
+            updated.sources[KEY],
+            data=SourceData(samples=(Sample("imagesec_image_vulnerabilities", IMAGE, 9.0),)),
+        )
+        store.update(Snapshot({KEY: state}))
+        for _ in range(200):
+            if b"} 9.0" in store.scrape(accept_gzip=False):
+                break
+            import time
+
+            time.sleep(0.01)
+        assert b"} 9.0" in store.scrape(accept_gzip=False)
+    finally:
+        store.stop()
+
+
+def write_web_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    return path
+
+
+def test_basic_auth(store: ExpositionStore, tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    config = load_web_config(write_web_config(tmp_path, f"basic_auth_users:\n  prom: '{hashed}'\n"))
+    for base in serve(store, web_config=config):
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        assert httpx.get(f"{base}/metrics", auth=("prom", "wrong")).status_code == 401
+        assert httpx.get(f"{base}/metrics", auth=("prom", "s3cret")).status_code == 200
+        garbage = {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe").decode()}
+        assert httpx.get(f"{base}/metrics", headers=garbage).status_code == 401
+
+
+def test_tls(store: ExpositionStore, tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        [
+            require_tool("openssl"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    config = load_web_config(
+        write_web_config(tmp_path, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    )
+    for base in serve(store, web_config=config):
+        assert base.startswith("https://")
+        assert httpx.get(f"{base}/-/healthy", verify=False).status_code == 200
+
+
+def test_bad_web_config_lists_every_problem(tmp_path: Path) -> None:
+    text = "tls_server_config:\n  cert_file: /nope.crt\nbasic_auth_users:\n  u: plain\nextra: 1\n"
+    with pytest.raises(ConfigError) as err:
+        load_web_config(write_web_config(tmp_path, text))
+    assert len(err.value.details) == 4, err.value.details
+
+
+def test_listen_address_forms() -> None:
+    assert parse_listen_address(":9879") == ("0.0.0.0", 9879)
+    assert parse_listen_address("127.0.0.1:1") == ("127.0.0.1", 1)
+    assert parse_listen_address("[::1]:9879") == ("::1", 9879)
+    with pytest.raises(ValueError):
+        parse_listen_address("localhost")
+    assert WebConfig().check(None)
