@@ -90,10 +90,18 @@ class DetailFanOut(Generic[V]):
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "hit"), len(results))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "miss"), len(missing))
         gate = asyncio.Semaphore(self._concurrency)
+        failed = False
 
         async def one(k: Hashable, ref: ImageRef) -> None:
+            nonlocal failed
             async with gate:
-                value = await fetch(ref)
+                if failed:  # a waiter woken by the failing lookup, before the group cancels it
+                    return
+                try:
+                    value = await fetch(ref)
+                except BaseException:
+                    failed = True
+                    raise
             self.cache[k] = value
             results[k] = value
 
@@ -101,8 +109,8 @@ class DetailFanOut(Generic[V]):
             async with asyncio.TaskGroup() as group:
                 for k, ref in missing:
                     group.create_task(one(k, ref))
-        except BaseExceptionGroup as failed:
-            err = first_source_error(failed)
+        except BaseExceptionGroup as group_error:
+            err = first_source_error(group_error)
             if err is not None:
                 raise err from None
             raise

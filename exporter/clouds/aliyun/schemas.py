@@ -125,7 +125,7 @@ class BaselineResult(SasModel):
 
 
 class DescribeImageBaselineCheckResultResponse(PagedResponse):
-    baseline_result: list[dict[str, Any]]
+    baseline_result: list[Any]
 
 
 MalwareLevel = Literal["serious", "suspicious", "remind"]
@@ -152,7 +152,7 @@ class AffectedMaliciousFile(SasModel):
 
 
 class DescribeAffectedMaliciousFileImagesResponse(PagedResponse):
-    affected_malicious_file_images_response: list[dict[str, Any]]
+    affected_malicious_file_images_response: list[Any]
 
 
 class ImageRisk(SasModel):
@@ -174,7 +174,7 @@ class ImageRisk(SasModel):
 
 
 class ListImageRiskResponse(PagedResponse):
-    image_risk_list: list[dict[str, Any]]
+    image_risk_list: list[Any]
 
 
 class RiskStatistics(BaseModel):
@@ -204,4 +204,4 @@ class DescribeImageVulListResponse(SasModel):
 
     request_id: str = ""
     total_count: NonNegInt
-    vul_records: list[dict[str, Any]] = []
+    vul_records: list[Any] = []
