@@ -2,20 +2,19 @@
 
 A scrape never calls a cloud API and never renders the per-image families: those are rendered
 once per snapshot swap by ``ExpositionStore`` (plain and gzip), so a scrape costs a copy of
-bytes plus a render of the small self-metrics. Gzip members concatenate into a valid gzip
-stream (RFC 1952 section 2.2), so the cached gzip copy is sent as is.
+bytes plus a render (and compression) of the small self-metrics.
 """
 
 from __future__ import annotations
 
 import base64
-import gzip
 import hmac
 import html
 import logging
 import ssl
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,11 +37,26 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass(frozen=True, slots=True)
 class Exposition:
-    plain: bytes
-    gzipped: bytes
-    rendered_at: float
+    """The per-image exposition of one snapshot, plain and as an unfinished gzip stream.
+
+    The gzip stream is kept open (a zlib compressor and the bytes it produced so far), so each
+    scrape appends the live self-metrics by compressing only those, on a copy of the compressor,
+    and gets a single well-formed gzip member without recompressing the per-image part.
+    """
+
+    def __init__(self, plain: bytes) -> None:
+        self.plain = plain
+        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip wrapper
+        self._prefix = self._compressor.compress(plain)
+        self._lock = threading.Lock()
+        self.rendered_at = time.time()
+
+    def gzipped(self, tail: bytes) -> bytes:
+        """One gzip member holding ``plain + tail``."""
+        with self._lock:
+            compressor = self._compressor.copy()
+        return self._prefix + compressor.compress(tail) + compressor.flush()
 
 
 def render_images(snapshot: Snapshot) -> bytes:
@@ -74,8 +88,7 @@ class ExpositionStore:
         return self._snapshot
 
     def _render(self, snapshot: Snapshot) -> Exposition:
-        plain = render_images(snapshot)
-        return Exposition(plain, gzip.compress(plain, compresslevel=6), time.time())
+        return Exposition(render_images(snapshot))
 
     def update(self, snapshot: Snapshot) -> None:
         """Take a new snapshot: health is live at once; the image part renders in the background."""
@@ -111,12 +124,12 @@ class ExpositionStore:
                 log.exception("render failed")
 
     def scrape(self, accept_gzip: bool) -> bytes:
-        """Bytes for one scrape: live self-metrics, then the cached per-image families."""
+        """Bytes for one scrape: the cached per-image families, then the live self-metrics."""
         health = generate_latest(self.health)
         exposition = self.exposition
         if accept_gzip:
-            return gzip.compress(health, compresslevel=1) + exposition.gzipped
-        return health + exposition.plain
+            return exposition.gzipped(health)
+        return exposition.plain + health
 
 
 @dataclass(frozen=True, slots=True)

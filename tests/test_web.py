@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
-import gzip
 import subprocess
+import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -74,9 +75,13 @@ def test_metrics_plain_and_gzip_are_the_same_exposition(store: ExpositionStore, 
     assert "imagesec_image_vulnerabilities{" in plain.text
     assert "imagesec_api_requests_total{" in plain.text
     assert "(cached, refreshed every 300s)" in plain.text
-    raw = httpx.get(f"{base}/metrics", headers={"Accept-Encoding": "gzip"})
-    assert raw.headers["content-encoding"] == "gzip"
-    assert gzip.decompress(raw.content) == plain.content  # multi-member gzip decodes whole
+    request = urllib.request.Request(f"{base}/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as raw:  # no transparent decoding
+        assert raw.headers["Content-Encoding"] == "gzip"
+        body = raw.read()
+    decoder = zlib.decompressobj(31)
+    assert decoder.decompress(body) == plain.content
+    assert decoder.eof and decoder.unused_data == b""  # one complete gzip member, nothing after
 
 
 def test_promtool_finds_nothing_in_the_exposition(store: ExpositionStore, base: str) -> None:
