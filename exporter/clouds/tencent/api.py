@@ -154,9 +154,10 @@ class TcssClient:
         return (PROVIDER, self.account, self.region, action)
 
     def declare(self, *actions: str) -> None:
-        """Pre-create the request counters of ``actions`` so they exist from the first scrape."""
+        """Pre-create the counters of ``actions`` so they exist from the first scrape."""
         for action in actions:
             self._telemetry.declare("imagesec_api_requests", self._labels(action))
+            self._telemetry.declare("imagesec_invalid_rows", self._labels(action))
 
     def _bucket(self, action: str) -> TokenBucket:
         if action not in self._buckets:

@@ -1,0 +1,171 @@
+"""The command-line contracts of DESIGN.md, over real processes and loopback sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from exporter import simulator
+from exporter.metrics import CATALOGUE
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ALIBABA_CLOUD_", "TENCENTCLOUD_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def names(exposition: str) -> set[str]:
+    found = set()
+    for line in exposition.splitlines():
+        if line and not line.startswith("#"):
+            found.add(line.split("{", 1)[0].split(" ", 1)[0].removesuffix("_total"))
+    return found
+
+
+def test_once_demo_prints_both_clouds_and_exits_0() -> None:
+    result = run("--once", "--demo")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert 'provider="aliyun"' in out and 'provider="tencent"' in out
+    assert "imagesec_up{" in out and " 0.0\n" not in "".join(
+        line + "\n" for line in out.splitlines() if line.startswith("imagesec_up{")
+    )
+    # Every metric of the catalogue is emitted by the demo, and nothing outside it (error
+    # counters carry a code label, so they exist only once an error of that code happened).
+    errors = {"imagesec_api_request_errors", "imagesec_refresh_failures"}
+    assert set(CATALOGUE) - errors <= names(out) <= set(CATALOGUE)
+
+
+def test_once_exits_non_zero_when_a_source_fails_and_still_prints(tmp_path) -> None:
+    config = tmp_path / "c.yml"
+    port = free_port()  # nothing listens there: connection refused
+    config.write_text(
+        "accounts:\n"
+        f"  - {{name: a, provider: aliyun, regions: [cn-shanghai], endpoint: 'http://127.0.0.1:{port}',\n"
+        "      credentials: {access_key_id: LTAIkey, access_key_secret: real-secret-value}}\n"
+        "refresh: {max_attempts: 1}\n"
+    )
+    result = run("--once", "--config.file", str(config))
+    assert result.returncode == 1
+    assert (
+        'imagesec_up{account="a",provider="aliyun",region="cn-shanghai",source="sas_images"} 0.0'
+        in result.stdout
+    )
+    assert 'code="connect"' in result.stdout
+    assert "real-secret-value" not in result.stdout + result.stderr
+
+
+def test_simulate_help_prints_the_demo_credentials() -> None:
+    result = run("simulate", "--help")
+    assert result.returncode == 0
+    lines = set(result.stdout.splitlines())
+    assert f"ALIBABA_CLOUD_ACCESS_KEY_ID={simulator.DEMO_ALIYUN_ACCESS_KEY_ID}" in lines
+    assert f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={simulator.DEMO_ALIYUN_ACCESS_KEY_SECRET}" in lines
+    assert f"TENCENTCLOUD_SECRET_ID={simulator.DEMO_TENCENT_SECRET_ID}" in lines
+    assert f"TENCENTCLOUD_SECRET_KEY={simulator.DEMO_TENCENT_SECRET_KEY}" in lines
+
+
+def test_exporter_against_standalone_simulator_with_vendor_env(tmp_path) -> None:
+    """`simulate` alone, then the exporter configured like a user would, credentials from env."""
+    aliyun, tencent = free_port(), free_port()
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "simulate",
+            "--aliyun.listen-address",
+            f"127.0.0.1:{aliyun}",
+            "--tencent.listen-address",
+            f"127.0.0.1:{tencent}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", tencent), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        config = tmp_path / "c.yml"
+        config.write_text(
+            "accounts:\n"
+            f"  - {{name: a, provider: aliyun, regions: [cn-shanghai], endpoint: 'http://127.0.0.1:{aliyun}'}}\n"
+            f"  - {{name: t, provider: tencent, regions: [ap-guangzhou], endpoint: 'http://127.0.0.1:{tencent}'}}\n"
+        )
+        env = {
+            **os.environ,
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": simulator.DEMO_ALIYUN_ACCESS_KEY_ID,
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": simulator.DEMO_ALIYUN_ACCESS_KEY_SECRET,
+            "TENCENTCLOUD_SECRET_ID": simulator.DEMO_TENCENT_SECRET_ID,
+            "TENCENTCLOUD_SECRET_KEY": simulator.DEMO_TENCENT_SECRET_KEY,
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "--once", "--config.file", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert 'account="a",provider="aliyun"' in result.stdout
+        assert 'account="t",provider="tencent"' in result.stdout
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+
+
+def has_images(text: str, provider: str) -> bool:
+    return any(
+        line.startswith("imagesec_image_info{") and f'provider="{provider}"' in line
+        for line in text.splitlines()
+    )
+
+
+def test_demo_serves_both_clouds_within_15_seconds() -> None:
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        text = ""
+        while time.monotonic() - started < 15:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                if has_images(text, "aliyun") and has_images(text, "tencent"):
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert has_images(text, "aliyun") and has_images(text, "tencent")
+        landing = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+        assert simulator.DEMO_ALIYUN_ACCESS_KEY_SECRET not in landing + text
+        assert simulator.DEMO_TENCENT_SECRET_KEY not in landing + text
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0  # SIGTERM is a clean shutdown
