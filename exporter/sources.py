@@ -97,6 +97,9 @@ def tcss_client(ctx: Context) -> TcssClient:
     client = ctx.clients.get(ident)
     if client is None:
         creds = ctx.credentials
+        # One quota per account and action, whatever X-TC-Region says: the regions share it.
+        buckets = ctx.clients.setdefault(("tencent", ctx.account.name, "*rate-limits*"), {})
+        assert isinstance(buckets, dict)
         auth = TC3Auth(
             creds.key_id,
             creds.secret.get_secret_value(),
@@ -112,6 +115,7 @@ def tcss_client(ctx: Context) -> TcssClient:
             telemetry=ctx.telemetry,
             rate=ctx.account.rate_limit or TCSS_RATE,
             retry=ctx.retry(),
+            buckets=buckets,
         )
         ctx.clients[ident] = client
     assert isinstance(client, TcssClient)

@@ -462,3 +462,31 @@ async def test_factories_build_both_collectors_with_site_host_and_token(
     assert {r.headers["X-TC-Region"] for r in handler.requests} == {"ap-guangzhou"}
     # Both collectors share one client, hence one (account, region, action) rate limit.
     assert sources[0].client is sources[1].client  # type: ignore[attr-defined]
+
+
+async def test_regions_of_one_account_share_one_rate_limiter(clock: FakeClock) -> None:
+    config = tencent_config(regions=["ap-guangzhou", "ap-singapore"])
+    creds = ResolvedCredentials(SECRET_ID, SecretStr(SECRET_KEY), None, "env")
+    handler = Tcss(DescribeAssetImageList=fleet([info(1)]))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        sources = build_sources(config, {("tencent", "prod"): creds}, Telemetry(), http)
+    guangzhou, singapore = sources[0].client, sources[2].client  # type: ignore[attr-defined]
+    assert (guangzhou.region, singapore.region) == ("ap-guangzhou", "ap-singapore")
+    assert guangzhou is not singapore
+    assert guangzhou._buckets is singapore._buckets
+
+
+async def test_clients_sharing_buckets_wait_for_each_other(clock: FakeClock) -> None:
+    handler = Tcss(DescribeAssetImageList=fleet([info(1)]))
+    telemetry = Telemetry()
+    buckets: dict[str, Any] = {}
+    clients = [
+        make_client(handler, telemetry, clock, region=region, buckets=buckets)
+        for region in ("ap-guangzhou", "ap-singapore")
+    ]
+    await describe_asset_image_list(clients[0])
+    (bucket,) = buckets.values()
+    # One more call than a burst, spread over both regions: only a shared bucket must wait.
+    for n in range(int(bucket.burst)):
+        await describe_asset_image_list(clients[(n + 1) % 2])
+    assert clock.slept

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from exporter.clouds.http import RetryPolicy
+from exporter.clouds.http import RetryPolicy, TokenBucket
 from exporter.clouds.tencent.api import TcssClient, describe_asset_image_list
 from exporter.clouds.tencent.signing import TC3Auth
 from exporter.clouds.tencent.source import TcssImageDetailSource, TcssImagesSource
@@ -39,15 +39,22 @@ def sim(clock: FakeClock) -> Simulator:
 
 
 def make_client(
-    sim: Simulator, clock: FakeClock, telemetry: Telemetry, *, secret_key: str = ""
+    sim: Simulator,
+    clock: FakeClock,
+    telemetry: Telemetry,
+    *,
+    secret_key: str = "",
+    region: str = REGION,
+    buckets: dict[str, TokenBucket] | None = None,
 ) -> TcssClient:
     return TcssClient(
         httpx.AsyncClient(transport=sim.transport("tencent")),
         TC3Auth(DEMO_TENCENT_SECRET_ID, secret_key or DEMO_TENCENT_SECRET_KEY, clock=clock),
         base_url="https://tcss.tencentcloudapi.com",
         account="demo",
-        region=REGION,
+        region=region,
         telemetry=telemetry,
+        buckets=buckets,
         sleep=clock.sleep,
         clock=clock,
         retry=RetryPolicy(max_attempts=4),
@@ -152,8 +159,10 @@ async def test_simulator_rejects_a_wrong_key_with_auth_error(
 
 
 async def test_both_collectors_over_a_real_loopback_socket() -> None:
-    # Production wiring end to end: config endpoint override, tcss_client, real clocks.
-    sim = Simulator(seed=5, images_per_region=8)
+    # Production wiring end to end: config endpoint override, tcss_client, real clocks, and
+    # the demo's fleet size, at which two regions with a 20/s limiter each would trip the
+    # per-account quota (RequestLimitExceeded): the regions of one account share one limiter.
+    sim = Simulator(seed=5, images_per_region=24)
     with SimulatorServer(sim, "tencent") as server:
         config = parse_config(
             {
@@ -180,10 +189,11 @@ async def test_both_collectors_over_a_real_loopback_socket() -> None:
         assert state.data is not None
         fleet = {spec.key for spec in sim.fleet.images("tencent", key.region)}
         assert {ref.native_id for ref in state.data.images} == fleet
-        assert len(fleet) == 8
+        assert len(fleet) == 24
     samples: set[str] = {
         s.metric
         for state in snapshot.sources.values()
         for s in state.data.samples  # type: ignore[union-attr]
     }
     assert {"imagesec_image_info", "imagesec_image_vulnerabilities_by_severity"} <= samples
+    assert not telemetry.values("imagesec_api_request_errors")

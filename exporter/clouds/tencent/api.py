@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "2020-11-01"
 PROVIDER = "tencent"
-DEFAULT_RATE = 20.0  # requests/s per (account, region, action): every TCSS action page says 20/s
+DEFAULT_RATE = 20.0  # requests/s per (account, action): every TCSS action page says 20/s
 
 # Declarative pagination per action (STYLE habit 11); the simulator pages the same way.
 PAGINATION: dict[str, PageSpec] = {
@@ -136,7 +136,14 @@ class TcssClient:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        buckets: dict[str, TokenBucket] | None = None,
     ) -> None:
+        """Create a client.
+
+        Args:
+            buckets: rate limiters by action, to share with the account's other regions: TCSS
+                is one service for every region, and its 20/s quota is per account and action.
+        """
         self._http = http
         self._auth = auth
         self._base_url = base_url.rstrip("/") + "/"
@@ -148,7 +155,7 @@ class TcssClient:
         self._sleep = sleep or asyncio.sleep
         self._clock = clock  # the rate limiter's clock; tests pair it with ``sleep``
         self._rng = rng or random.Random()
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets = buckets if buckets is not None else {}
 
     def _labels(self, action: str) -> tuple[str, str, str, str]:
         return (PROVIDER, self.account, self.region, action)
