@@ -14,7 +14,8 @@ What the simulator does not emulate
   ListImageRisk, DescribeAffectedMaliciousFileImages, DescribeImageVulList) and two TCSS
   actions (DescribeAssetImageList, DescribeAssetImageDetail); any other action gets the
   vendor's "unknown action" error.
-- Credentials are a fixed key table (the demo keys below); there is no RAM/CAM policy
+- Credentials are a fixed key table (the ``DEMO_*`` keys; tests may add to
+  ``Simulator.aliyun_keys``/``tencent_keys``); there is no RAM/CAM policy
   evaluation (no ``NoPermission``/``UnauthorizedOperation`` unless injected as a fault), no STS
   token validation (any security token is accepted with a known key) and no MFA.
 - Only the signature schemes the official SDKs use by default are verified: Alibaba
@@ -37,14 +38,18 @@ What the simulator does not emulate
   are never localised (``Lang``/``X-TC-Language`` ignored).
 - Vendor quirks reproduced on purpose: Sas ``ImageSize``/``ImageCreate``/``ImageUpdate`` are
   strings (``ImageSize`` in bytes, although the doc says MB); ``ListImageRisk.Statistics`` is a
-  JSON string; DescribeAffectedMaliciousFileImages takes ``PageSize`` as a string and returns
-  it as an integer; TCSS ``ScanStatus`` is lower camel case in the list and upper case in the
+  JSON string (as documented; the vendor's sample shows an object);
+  DescribeAffectedMaliciousFileImages takes ``PageSize`` as a string and returns it as an
+  integer; TCSS ``ScanStatus`` is lower camel case in the list and upper case in the
   detail; TCSS times are Beijing time (UTC+8) strings, ``""`` when never scanned.
 - Invented where the vendors are silent: the TCSS detail ``Status`` integer (only 5 = SCANNED
   is attested; the simulator uses 0 never scanned, 1 scanning, 6 failed), the meaning of Sas
   ``AlarmCount`` (the number of malicious-file rows of the image), ``ListImageRisk`` listing the
   deployed images only, with ``NOT_IN_SAS`` for never-scanned ones, and the per-scanner TCSS
   progress curves.
+- Check order is a guess: an unknown action is refused before authentication, flow control
+  is applied after it, and a replayed nonce is only detected on an otherwise valid request.
+  Never-scanned Sas images report ``LastScanTime`` 0.
 - One HTTP endpoint per cloud serves every region: Sas sites are chosen by the ``RegionId``
   parameter (international regions map to the ``ap-southeast-1`` site, anything else to the
   China site), or without one by a ``Host`` of ``tds.ap-southeast-1.aliyuncs.com``; TCSS
