@@ -44,7 +44,9 @@ def tc(
 
 
 def test_sas_default_page_size_and_page_info(sim: Simulator) -> None:
-    body = sas(sim, "DescribeImageInstances").json()
+    response = sas(sim, "DescribeImageInstances")
+    body = response.json()
+    assert response.headers["x-acs-request-id"] == body["RequestId"]
     assert body["PageInfo"] == {"CurrentPage": 1, "PageSize": 20, "TotalCount": 24, "Count": 20}
     assert len(body["ImageInstanceList"]) == 20
 

@@ -239,6 +239,8 @@ class AliyunService:
                     response = truncated(response)
         except SasError as err:
             response = self._error(err, request_id, site)
+        if response.headers.get("Content-Type") == CONTENT_TYPE:
+            response.headers["x-acs-request-id"] = request_id
         response.delay = delay
         return response
 
