@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.metrics import CATALOGUE, IMAGE_METRICS, SELF_METRICS, Kind
-from exporter.model import Snapshot, SourceState
+from exporter.metrics import CATALOGUE, IMAGE_LABELS, IMAGE_METRICS, SELF_METRICS, Kind
+from exporter.model import ImageKey, Snapshot, SourceState
 from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,33 @@ def _interval_help(help_: str, intervals: set[float]) -> str:
     return f"{help_} (cached, refreshed every {low:g}s to {high:g}s)."
 
 
+def _gather(
+    snapshot: Snapshot,
+) -> tuple[dict[str, dict[tuple[ImageKey, tuple[str, ...]], float]], dict[str, set[float]]]:
+    """Per metric, the series of every source's last good data; a repeated label set keeps its
+    first value (sources sorted, so the choice is stable)."""
+    series: dict[str, dict[tuple[ImageKey, tuple[str, ...]], float]] = {
+        m.name: {} for m in IMAGE_METRICS
+    }
+    intervals: dict[str, set[float]] = {m.name: set() for m in IMAGE_METRICS}
+    duplicates = 0
+    for key in sorted(snapshot.sources):
+        state = snapshot.sources[key]
+        if state.data is None:
+            continue
+        for sample in state.data.samples:
+            target = series[sample.metric]
+            ident = (sample.image, sample.extra)
+            if ident in target:
+                duplicates += 1
+                continue
+            target[ident] = sample.value
+            intervals[sample.metric].add(state.interval)
+    if duplicates:
+        log.debug("dropped duplicate series count=%d", duplicates)
+    return series, intervals
+
+
 class ImageCollector(Collector):
     """Per-image families from every source's last good data; duplicate label sets dropped."""
 
@@ -51,24 +79,7 @@ class ImageCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self._snapshot()
-        series: dict[str, dict[tuple[str, ...], float]] = {m.name: {} for m in IMAGE_METRICS}
-        intervals: dict[str, set[float]] = {m.name: set() for m in IMAGE_METRICS}
-        duplicates = 0
-        for key in sorted(snapshot.sources):
-            state = snapshot.sources[key]
-            if state.data is None:
-                continue
-            for sample in state.data.samples:
-                labels = sample.image.labels() + sample.extra
-                target = series[sample.metric]
-                if labels in target:
-                    duplicates += 1
-                    continue
-                target[labels] = sample.value
-                intervals[sample.metric].add(state.interval)
-        if duplicates:
-            log.debug("dropped duplicate series count=%d", duplicates)
+        series, intervals = _gather(self._snapshot())
         for spec in IMAGE_METRICS:
             values = series[spec.name]
             if not values:
@@ -76,9 +87,45 @@ class ImageCollector(Collector):
             family = GaugeMetricFamily(
                 spec.name, _interval_help(spec.help, intervals[spec.name]), labels=spec.labels
             )
-            for labels, value in values.items():
-                family.add_metric(labels, value)
+            for (image, extra), value in values.items():
+                family.add_metric(image.labels() + extra, value)
             yield family
+
+
+def _escape(value: str) -> str:
+    # Text format 0.0.4: label values escape backslash, double quote and line feed.
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def render_images(snapshot: Snapshot) -> bytes:
+    """The per-image families in the text format, as ``ImageCollector`` + ``generate_latest``
+    would write them, several times faster: each image's identity labels are escaped once, not
+    once per series (tests/test_collector.py checks the two agree sample for sample)."""
+    series, intervals = _gather(snapshot)
+    prefixes: dict[ImageKey, str] = {}
+    chunks: list[bytes] = []  # one per family: bounds the transient list of small strings
+    for spec in IMAGE_METRICS:
+        values = series[spec.name]
+        if not values:
+            continue
+        help_ = _interval_help(spec.help, intervals[spec.name])
+        help_ = help_.replace("\\", r"\\").replace("\n", r"\n")
+        lines = [f"# HELP {spec.name} {help_}\n# TYPE {spec.name} gauge\n"]
+        extra_names = spec.labels[len(IMAGE_LABELS) :]
+        for (image, extra), value in values.items():
+            prefix = prefixes.get(image)
+            if prefix is None:
+                prefix = ",".join(
+                    f'{name}="{_escape(v)}"'
+                    for name, v in zip(IMAGE_LABELS, image.labels(), strict=True)
+                )
+                prefixes[image] = prefix
+            labels = prefix + "".join(
+                f',{name}="{_escape(v)}"' for name, v in zip(extra_names, extra, strict=True)
+            )
+            lines.append(f"{spec.name}{{{labels}}} {floatToGoString(value)}\n")
+        chunks.append("".join(lines).encode("utf-8"))
+    return b"".join(chunks)
 
 
 class HealthCollector(Collector):

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from exporter import __version__
-from exporter.collector import HealthCollector, ImageCollector
+from exporter.collector import HealthCollector, render_images
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.model import Snapshot
 from exporter.telemetry import Telemetry
@@ -57,13 +57,6 @@ class Exposition:
         with self._lock:
             compressor = self._compressor.copy()
         return self._prefix + compressor.compress(tail) + compressor.flush()
-
-
-def render_images(snapshot: Snapshot) -> bytes:
-    """The per-image families of ``snapshot`` in the text format."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ImageCollector(lambda: snapshot))
-    return generate_latest(registry)
 
 
 class ExpositionStore:

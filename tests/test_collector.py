@@ -1,0 +1,105 @@
+"""Rendering: the fast text renderer agrees with prometheus_client, duplicates are dropped."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collector import HealthCollector, ImageCollector, render_images
+from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, SourceState
+from exporter.telemetry import Telemetry
+
+
+def key(source: str, region: str = "cn-shanghai") -> SourceKey:
+    return SourceKey("aliyun", "prod", region, source)
+
+
+def nasty_snapshot() -> Snapshot:
+    odd = ImageKey("aliyun", "prod", "cn-hangzhou", 'ns"quote', "repo\\back", "tag\nline", "ü-1")
+    plain = ImageKey("aliyun", "prod", "cn-hangzhou", "shop", "cart", "1.0", "u2")
+    inventory = SourceData(
+        samples=(
+            Sample("imagesec_image_vulnerabilities", odd, 3.0),
+            Sample("imagesec_image_vulnerabilities", plain, 1604487690.0),
+            Sample("imagesec_image_scan_progress_ratio", plain, 0.35, ("overall",)),
+        )
+    )
+    findings = SourceData(
+        samples=(
+            Sample("imagesec_image_baseline_risk_items", odd, 2.0, ("high",)),
+            Sample("imagesec_image_vulnerabilities", plain, 99.0),  # a duplicate label set
+        )
+    )
+    return Snapshot(
+        {
+            key("sas_images"): SourceState(key("sas_images"), 300, inventory, True, True),
+            key("sas_baseline"): SourceState(key("sas_baseline"), 900, findings, True, True),
+            key("sas_malicious"): SourceState(key("sas_malicious"), 900, None, False, True),
+        }
+    )
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_fast_renderer_agrees_with_prometheus_client() -> None:
+    snapshot = nasty_snapshot()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ImageCollector(lambda: snapshot))
+    reference = generate_latest(registry).decode()
+    fast = render_images(snapshot).decode()
+    assert samples(fast) == samples(reference)
+    helps = lambda text: sorted(x for x in text.splitlines() if x.startswith("#"))  # noqa: E731
+    assert helps(fast) == helps(reference)
+
+
+def test_first_source_wins_a_duplicate_and_help_names_the_intervals() -> None:
+    snapshot = nasty_snapshot()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ImageCollector(lambda: snapshot))
+    labels = {
+        "provider": "aliyun",
+        "account": "prod",
+        "region": "cn-hangzhou",
+        "repo_namespace": "shop",
+        "repo": "cart",
+        "tag": "1.0",
+        "image_id": "u2",
+    }
+    # sas_baseline sorts before sas_images, so its (wrong) duplicate would win: the value
+    # proves which one was kept, and that exactly one was.
+    assert registry.get_sample_value("imagesec_image_vulnerabilities", labels) == 99.0
+    text = render_images(snapshot).decode()
+    assert (
+        text.count(
+            'imagesec_image_vulnerabilities{provider="aliyun",account="prod",region="cn-hangzhou",repo_namespace="shop",repo="cart",tag="1.0",image_id="u2"}'
+        )
+        == 1
+    )
+    assert "(cached, refreshed every 300s to 900s)." in text
+    assert "(cached, refreshed every 900s)." in text
+
+
+def test_health_collector_preinitialises_every_source() -> None:
+    snapshot = nasty_snapshot()
+    telemetry = Telemetry()
+    telemetry.declare("imagesec_api_requests", ("aliyun", "prod", "cn-shanghai", "X"))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HealthCollector(lambda: snapshot, telemetry))
+    source = {"provider": "aliyun", "account": "prod", "region": "cn-shanghai"}
+    assert registry.get_sample_value("imagesec_up", {**source, "source": "sas_malicious"}) == 0
+    assert registry.get_sample_value("imagesec_up", {**source, "source": "sas_images"}) == 1
+    assert (
+        registry.get_sample_value(
+            "imagesec_last_refresh_success_timestamp_seconds", {**source, "source": "sas_malicious"}
+        )
+        == 0
+    )
+    assert registry.get_sample_value("imagesec_api_requests_total", {**source, "action": "X"}) == 0
+    text = generate_latest(registry).decode()
+    assert "_created" not in text  # no created series for our counters
