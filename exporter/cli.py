@@ -126,6 +126,13 @@ def simulate_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--aliyun.listen-address", dest="aliyun", default="127.0.0.1:18080")
     parser.add_argument("--tencent.listen-address", dest="tencent", default="127.0.0.1:18081")
+    parser.add_argument(
+        "--aliyun.international-listen-address",
+        dest="aliyun_international",
+        default=None,
+        help="also serve the Sas international site (ap-southeast-1) as its own endpoint; "
+        "without it the Sas listener serves the China site",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic fleet")
     parser.add_argument("--images-per-region", type=int, default=24)
     return parser
@@ -143,7 +150,7 @@ def configure_logging(level: str) -> None:
 
 
 def demo_config(
-    aliyun_url: str, tencent_url: str
+    aliyun_urls: dict[str, str], tencent_url: str
 ) -> tuple[Config, dict[AccountId, ResolvedCredentials]]:
     """A config pointing at simulated clouds, refreshing often so graphs move."""
     from pydantic import SecretStr
@@ -156,8 +163,8 @@ def demo_config(
                 {
                     "name": "demo",
                     "provider": "aliyun",
-                    "regions": list(simulator.DEMO_ALIYUN_REGIONS),
-                    "endpoint": aliyun_url,
+                    "regions": list(aliyun_urls),
+                    "endpoint": aliyun_urls,
                 },
                 {
                     "name": "demo",
@@ -188,14 +195,21 @@ def demo_config(
 
 
 @contextlib.contextmanager
-def demo_clouds() -> Iterator[tuple[str, str]]:
-    """Start both simulated clouds on free loopback ports; yield their base URLs."""
-    from exporter.simulator import Simulator, SimulatorServer
+def demo_clouds() -> Iterator[tuple[dict[str, str], str]]:
+    """Start the simulated clouds on free loopback ports: one Sas endpoint per site, as the
+    real service has, and one TCSS endpoint. Yield {Sas region: URL} and the TCSS URL."""
+    from exporter.simulator import DEMO_ALIYUN_REGIONS, Simulator, SimulatorServer
 
     sim = Simulator()
-    with SimulatorServer(sim, "aliyun") as aliyun, SimulatorServer(sim, "tencent") as tencent:
-        log.info("demo clouds started aliyun=%s tencent=%s", aliyun.address, tencent.address)
-        yield f"http://{aliyun.address}", f"http://{tencent.address}"
+    with contextlib.ExitStack() as stack:
+        sas = {
+            region: stack.enter_context(SimulatorServer(sim, "aliyun", site=region))
+            for region in DEMO_ALIYUN_REGIONS
+        }
+        tencent = stack.enter_context(SimulatorServer(sim, "tencent"))
+        urls = {region: f"http://{server.address}" for region, server in sas.items()}
+        log.info("demo clouds started aliyun=%s tencent=%s", urls, tencent.address)
+        yield urls, f"http://{tencent.address}"
 
 
 async def serve(
@@ -267,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sim_args.tencent,
             seed=sim_args.seed,
             images_per_region=sim_args.images_per_region,
+            aliyun_international_address=sim_args.aliyun_international,
         )
         return 0
     parser = run_parser()
@@ -274,8 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         if args.demo:
-            with demo_clouds() as (aliyun_url, tencent_url):
-                config, credentials = demo_config(aliyun_url, tencent_url)
+            with demo_clouds() as (aliyun_urls, tencent_url):
+                config, credentials = demo_config(aliyun_urls, tencent_url)
                 if args.check_config:
                     print("demo configuration is valid")
                     return 0

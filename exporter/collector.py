@@ -123,7 +123,7 @@ def render_images(snapshot: Snapshot) -> bytes:
             labels = prefix + "".join(
                 f',{name}="{_escape(v)}"' for name, v in zip(extra_names, extra, strict=True)
             )
-            lines.append(f"{spec.name}{{{labels}}} {floatToGoString(value)}\n")
+            lines.append(f"{spec.name}{{{labels}}} {floatToGoString(value)}\n")  # type: ignore[no-untyped-call]
         chunks.append("".join(lines).encode("utf-8"))
     return b"".join(chunks)
 

@@ -103,7 +103,7 @@ class Account(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     provider: Literal["aliyun", "tencent"]
     regions: list[str] = Field(min_length=1)
-    endpoint: str | None = None
+    endpoint: str | dict[str, str] | None = None  # one for all regions, or per region
     site: Literal["china", "international"] = "china"
     credentials: Credentials = Credentials()
     collectors: dict[str, CollectorSettings] = {}
@@ -118,6 +118,12 @@ class Account(StrictModel):
         if len(set(regions)) != len(regions):
             raise ValueError("regions must be unique")
         return regions
+
+    def endpoint_for(self, region: str) -> str | None:
+        """The endpoint override of ``region``, if any."""
+        if isinstance(self.endpoint, dict):
+            return self.endpoint.get(region)
+        return self.endpoint
 
     @field_validator("collectors")
     @classmethod
@@ -137,6 +143,10 @@ class Account(StrictModel):
         for name in self.collectors:
             if COLLECTORS[name].provider != self.provider:
                 raise ValueError(f"collector {name} does not apply to provider {self.provider}")
+        if isinstance(self.endpoint, dict):
+            unknown = sorted(set(self.endpoint) - set(self.regions))
+            if unknown:
+                raise ValueError(f"endpoint given for regions not listed in regions: {unknown}")
         if self.provider == "aliyun" and self.endpoint is None:
             from exporter.clouds.aliyun.endpoints import sas_endpoint
 

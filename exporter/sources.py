@@ -79,7 +79,7 @@ def sas_client(ctx: Context) -> SasClient:
         client = SasClient(
             ctx.http,
             auth,
-            base_url=base_url(ctx.account.endpoint, sas_endpoint(ctx.region)),
+            base_url=base_url(ctx.account.endpoint_for(ctx.region), sas_endpoint(ctx.region)),
             account=ctx.account.name,
             region=ctx.region,
             telemetry=ctx.telemetry,
@@ -109,7 +109,7 @@ def tcss_client(ctx: Context) -> TcssClient:
         client = TcssClient(
             ctx.http,
             auth,
-            base_url=base_url(ctx.account.endpoint, tcss_host(ctx.account.site)),
+            base_url=base_url(ctx.account.endpoint_for(ctx.region), tcss_host(ctx.account.site)),
             account=ctx.account.name,
             region=ctx.region,
             telemetry=ctx.telemetry,

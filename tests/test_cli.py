@@ -49,6 +49,11 @@ def test_once_demo_prints_both_clouds_and_exits_0() -> None:
     assert "imagesec_up{" in out and " 0.0\n" not in "".join(
         line + "\n" for line in out.splitlines() if line.startswith("imagesec_up{")
     )
+    # One Sas endpoint per site: images of both sites, each once (no RegionId is sent).
+    sas = [line for line in out.splitlines() if line.startswith("imagesec_image_deployed{")]
+    assert any('region="cn-' in line for line in sas)
+    assert any('region="eu-central-1"' in line or 'region="us-east-1"' in line for line in sas)
+    assert len(sas) == len(set(sas)) == 2 * 24
     # Every metric of the catalogue is emitted by the demo, and nothing outside it (error
     # counters carry a code label, so they exist only once an error of that code happened).
     errors = {"imagesec_api_request_errors", "imagesec_refresh_failures"}

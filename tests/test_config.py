@@ -227,3 +227,17 @@ def test_missing_credentials_stop_the_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""  # never half-started
     assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_endpoint_per_region() -> None:
+    account = {
+        "name": "a",
+        "provider": "aliyun",
+        "regions": ["cn-shanghai", "ap-southeast-1"],
+        "endpoint": {"cn-shanghai": "http://127.0.0.1:1", "ap-southeast-1": "127.0.0.1:2"},
+    }
+    parsed = parse_config({"accounts": [account]}).accounts[0]
+    assert parsed.endpoint_for("cn-shanghai") == "http://127.0.0.1:1"
+    assert parsed.endpoint_for("ap-southeast-1") == "127.0.0.1:2"
+    (problem,) = problems({"accounts": [{**account, "endpoint": {"eu-west-1": "x:1"}}]})
+    assert "eu-west-1" in problem

@@ -16,7 +16,7 @@ from exporter.clouds.aliyun.signing import ACS3Auth
 from exporter.clouds.aliyun.source import SasImagesSource
 from exporter.clouds.http import RetryPolicy
 from exporter.collector import HealthCollector, ImageCollector
-from exporter.errors import AuthError, PayloadError, ThrottledError, UpstreamError
+from exporter.errors import AuthError, PayloadError, UpstreamError
 from exporter.model import SourceKey
 from exporter.refresh import Refresher
 from exporter.telemetry import Telemetry
@@ -152,6 +152,8 @@ async def test_signed_post_with_query_params_and_empty_body(clock: FakeClock) ->
     assert request.headers["x-acs-version"] == "2018-12-03"
     assert request.headers["authorization"].startswith("ACS3-HMAC-SHA256 Credential=testid,")
     assert request.url.params["PageSize"] == "20"
+    # The endpoint selects the site; RegionId would filter some actions by the image's region.
+    assert "RegionId" not in request.url.params
 
 
 async def test_pages_until_total_and_counts_requests(clock: FakeClock) -> None:

@@ -198,3 +198,34 @@ def test_serve_forever_serves_both_clouds_until_stopped() -> None:
         stop.set()
         thread.join(10)
     assert not thread.is_alive()
+
+
+async def test_a_sas_listener_bound_to_a_site_serves_that_site_only() -> None:
+    """One endpoint per site, as tds.<site>.aliyuncs.com: the exporter sends no RegionId."""
+    from exporter.clouds.aliyun.api import SasClient, describe_image_instances
+    from exporter.clouds.aliyun.signing import default_nonce, utc_now
+    from exporter.simulator import DEMO_ALIYUN_ACCESS_KEY_ID, DEMO_ALIYUN_ACCESS_KEY_SECRET
+    from exporter.simulator.fleet import ALIYUN_SITE_INTL
+    from exporter.telemetry import Telemetry
+
+    sim = Simulator(images_per_region=3)
+    regions: dict[str | None, set[str]] = {}
+    auth = ACS3Auth(
+        DEMO_ALIYUN_ACCESS_KEY_ID, DEMO_ALIYUN_ACCESS_KEY_SECRET, clock=utc_now, nonce=default_nonce
+    )
+    for site in (None, ALIYUN_SITE_INTL):
+        with SimulatorServer(sim, "aliyun", site=site) as server:
+            async with httpx.AsyncClient() as http:
+                client = SasClient(
+                    http,
+                    auth,
+                    base_url=f"http://{server.address}",
+                    account="a",
+                    region="x",
+                    telemetry=Telemetry(),
+                )
+                rows = await describe_image_instances(client)
+            regions[site] = {row.region_id for row in rows}
+    assert regions[None] and all(r.startswith("cn-") for r in regions[None])
+    intl = regions[ALIYUN_SITE_INTL]
+    assert intl and not any(r.startswith("cn-") for r in intl)

@@ -217,8 +217,12 @@ class AliyunService:
         for name, value in [*request.query_pairs(), *request.form_pairs()]:
             params.setdefault(name, value)
         action = request.header("x-acs-action") or params.get("Action", "")
+        # The endpoint decides the site, as on the real service: a listener bound to a site,
+        # else the Host (tds.<site>.aliyuncs.com); a RegionId parameter only on a shared one.
         site = Fleet.aliyun_site(params.get("RegionId"))
-        if "RegionId" not in params and (request.header("host") or "").startswith(
+        if request.site is not None:
+            site = request.site
+        elif "RegionId" not in params and (request.header("host") or "").startswith(
             f"tds.{ALIYUN_SITE_INTL}."
         ):
             site = ALIYUN_SITE_INTL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import signal
@@ -19,7 +20,7 @@ from urllib.parse import parse_qsl
 import httpx
 
 from exporter.simulator.faults import Fault, FaultPlan
-from exporter.simulator.fleet import Fleet
+from exporter.simulator.fleet import ALIYUN_SITE_INTL, Fleet
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class SimRequest:
     query: str = ""  # the raw query string as sent, without "?"
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    site: str | None = None  # the Sas site of the listener it arrived on, if it serves one
 
     @classmethod
     def build(
@@ -405,9 +407,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], simulator: Simulator, cloud: Cloud) -> None:
+    def __init__(
+        self, address: tuple[str, int], simulator: Simulator, cloud: Cloud, site: str | None
+    ) -> None:
         self.simulator = simulator
         self.cloud: Cloud = cloud
+        self.site = site
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -425,6 +430,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         request = SimRequest.build(self.command, self.path, list(self.headers.items()), body)
+        if self.server.site is not None:
+            request = dataclasses.replace(request, site=self.server.site)
         response = self.server.simulator.handle(self.server.cloud, request)
         if response.delay > 0:
             time.sleep(response.delay)
@@ -447,11 +454,19 @@ class SimulatorServer:
     """Serve one cloud of a :class:`Simulator` over real HTTP on a background thread."""
 
     def __init__(
-        self, simulator: Simulator, cloud: Cloud, host: str = "127.0.0.1", port: int = 0
+        self,
+        simulator: Simulator,
+        cloud: Cloud,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        site: str | None = None,
     ) -> None:
+        """``site`` makes a Sas listener one site's endpoint (as tds.<site>.aliyuncs.com is)."""
         simulator._service(cloud)
         self.simulator = simulator
         self.cloud: Cloud = cloud
+        self.site = site
         self._bind = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -468,7 +483,7 @@ class SimulatorServer:
         """Bind and start serving in a daemon thread."""
         if self._server is not None:
             return
-        self._server = _Server(self._bind, self.simulator, self.cloud)
+        self._server = _Server(self._bind, self.simulator, self.cloud, self.site)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -513,17 +528,29 @@ def serve_forever(
     images_per_region: int = 24,
     stop: threading.Event | None = None,
     started: Callable[[str, str], None] | None = None,
+    aliyun_international_address: str | None = None,
 ) -> None:
     """Serve both simulated clouds until KeyboardInterrupt, SIGTERM or ``stop`` is set.
 
     ``started(aliyun_address, tencent_address)`` is called once both listen (port 0 binds a
-    free port; this says which).
+    free port; this says which). The Sas listener at ``aliyun_address`` is the China site's
+    endpoint unless a request names an international ``RegionId``; with
+    ``aliyun_international_address`` a second listener is the international site's endpoint.
     """
     simulator = Simulator(seed=seed, images_per_region=images_per_region)
     servers = [
         SimulatorServer(simulator, "aliyun", *parse_address(aliyun_address)),
         SimulatorServer(simulator, "tencent", *parse_address(tencent_address)),
     ]
+    if aliyun_international_address:
+        servers.append(
+            SimulatorServer(
+                simulator,
+                "aliyun",
+                *parse_address(aliyun_international_address),
+                site=ALIYUN_SITE_INTL,
+            )
+        )
     stop = stop if stop is not None else threading.Event()
     previous: Any = None
     if threading.current_thread() is threading.main_thread():

@@ -164,8 +164,9 @@ class SasClient:
         return await call_with_retry(once, self._retry, rng=self._rng, **kwargs)
 
     async def _send(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
-        query = {"RegionId": self.region}
-        query.update({k: _param(v) for k, v in params.items() if v is not None})
+        # No RegionId: the endpoint selects the site, and several image actions (e.g.
+        # DescribeImageVulList) document RegionId as a filter on the image's own region.
+        query = {k: _param(v) for k, v in params.items() if v is not None}
         request = self._http.build_request(
             "POST",
             self._base_url,
