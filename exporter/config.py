@@ -163,7 +163,7 @@ class Account(StrictModel):
 
 
 class RefreshSettings(StrictModel):
-    timeout: Duration = 120.0
+    timeout: Duration = 600.0
     concurrency: int = Field(default=8, ge=1, le=64)
     max_attempts: int = Field(default=4, ge=1, le=10)
 

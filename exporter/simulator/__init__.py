@@ -50,10 +50,11 @@ What the simulator does not emulate
 - Check order is a guess: an unknown action is refused before authentication, flow control
   is applied after it, and a replayed nonce is only detected on an otherwise valid request.
   Never-scanned Sas images report ``LastScanTime`` 0.
-- One HTTP endpoint per cloud serves every region: Sas sites are chosen by the ``RegionId``
-  parameter (international regions map to the ``ap-southeast-1`` site, anything else to the
-  China site), or without one by a ``Host`` of ``tds.ap-southeast-1.aliyuncs.com``; TCSS
-  regions by ``X-TC-Region``.
+- Sas sites: a listener can be bound to one site (the demo runs one per site, as the real
+  ``tds.<site>.aliyuncs.com`` endpoints are); an unbound listener picks the site from a
+  ``RegionId`` parameter (international regions map to the ``ap-southeast-1`` site, anything
+  else to the China site), or without one from a ``Host`` of ``tds.ap-southeast-1.aliyuncs.com``.
+  One TCSS listener serves every region, chosen by ``X-TC-Region``.
 - No HTTPS, no HTTP/2, no gzip, no request-size limits, no idempotency or ``ClientToken``.
 """
 
