@@ -241,7 +241,7 @@ async def serve(
             if failed:
                 log.error("sources failed: %s", ", ".join(sorted(failed)))
             return 1 if failed else 0
-        refresher._on_snapshot = store.update
+        refresher.on_snapshot = store.update
         store.start()
         server = WebServer(
             store, args.listen_address, telemetry_path=args.telemetry_path, web_config=web_config

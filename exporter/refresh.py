@@ -38,7 +38,10 @@ class Source(Protocol):
 
 
 class Refresher:
-    """Owns the sources' state; publishes a new Snapshot after every refresh attempt."""
+    """Owns the sources' state; publishes a new Snapshot after every refresh attempt.
+
+    ``on_snapshot``, if set, is called with each new snapshot (the web layer re-renders then).
+    """
 
     def __init__(
         self,
@@ -58,7 +61,7 @@ class Refresher:
         self._timeout = timeout
         self._clock = clock
         self._monotonic = monotonic
-        self._on_snapshot = on_snapshot
+        self.on_snapshot = on_snapshot
         self._states = {s.key: SourceState(key=s.key, interval=s.interval) for s in sources}
         self._attempted = {s.key: asyncio.Event() for s in sources}
         self.snapshot = Snapshot(dict(self._states), created=clock())
@@ -66,8 +69,8 @@ class Refresher:
     def _publish(self, state: SourceState) -> None:
         self._states[state.key] = state
         self.snapshot = Snapshot(dict(self._states), created=self._clock())
-        if self._on_snapshot is not None:
-            self._on_snapshot(self.snapshot)
+        if self.on_snapshot is not None:
+            self.on_snapshot(self.snapshot)
 
     async def refresh(self, source: Source) -> SourceState:
         """Refresh one source once and publish the outcome."""
