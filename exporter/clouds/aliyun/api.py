@@ -6,14 +6,11 @@ the official SDK sends them (cloud-api-facts.md 1b).
 
 from __future__ import annotations
 
-import json
-import logging
-import random
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel
 
 from exporter.clouds.aliyun.schemas import (
     AffectedMaliciousFile,
@@ -25,16 +22,10 @@ from exporter.clouds.aliyun.schemas import (
     ImageInstance,
     ImageRisk,
     ListImageRiskResponse,
-    parse_rows,
+    PagedResponse,
 )
-from exporter.clouds.http import (
-    Page,
-    PageSpec,
-    RetryPolicy,
-    TokenBucket,
-    call_with_retry,
-    paginate,
-)
+from exporter.clouds.client import ApiClient, parse_rows
+from exporter.clouds.http import Page, PageSpec, paginate
 from exporter.errors import (
     AuthError,
     PayloadError,
@@ -43,11 +34,8 @@ from exporter.errors import (
     ThrottledError,
     UpstreamError,
 )
-from exporter.telemetry import Telemetry
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 VERSION = "2018-12-03"
 PROVIDER = "aliyun"
@@ -110,64 +98,17 @@ def error_from_response(response: httpx.Response) -> SourceError:
     return RequestError(text, **kwargs)
 
 
-class SasClient:
-    """Calls Sas actions for one (account, API region) through a shared ``httpx.AsyncClient``."""
+class SasClient(ApiClient):
+    """Calls Sas actions for one (account, API region): rate limits per (account, region, action)."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        auth: httpx.Auth,
-        *,
-        base_url: str,
-        account: str,
-        region: str,
-        telemetry: Telemetry,
-        rate: float = DEFAULT_RATE,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        self._http = http
-        self._auth = auth
-        self._base_url = base_url.rstrip("/") + "/"
-        self.account = account
-        self.region = region
-        self._telemetry = telemetry
-        self._rate = rate
-        self._retry = retry or RetryPolicy()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._buckets: dict[str, TokenBucket] = {}
+    PROVIDER = PROVIDER
+    DEFAULT_RATE = DEFAULT_RATE
 
-    def _labels(self, action: str) -> tuple[str, str, str, str]:
-        return (PROVIDER, self.account, self.region, action)
-
-    def declare(self, *actions: str) -> None:
-        """Pre-create the request counters of ``actions`` so they exist from the first scrape."""
-        for action in actions:
-            self._telemetry.declare("imagesec_api_requests", self._labels(action))
-
-    def _bucket(self, action: str) -> TokenBucket:
-        if action not in self._buckets:
-            kwargs = {"sleep": self._sleep} if self._sleep else {}
-            self._buckets[action] = TokenBucket(self._rate, **kwargs)  # type: ignore[arg-type]
-        return self._buckets[action]
-
-    async def call(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
-        """Call ``action`` with retries; return the decoded JSON object."""
-
-        async def once() -> dict[str, Any]:
-            await self._bucket(action).acquire()
-            return await self._send(action, params)
-
-        kwargs = {"sleep": self._sleep} if self._sleep else {}
-        return await call_with_retry(once, self._retry, rng=self._rng, **kwargs)
-
-    async def _send(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
+    def _request(self, action: str, params: Mapping[str, object]) -> httpx.Request:
         # No RegionId: the endpoint selects the site, and several image actions (e.g.
         # DescribeImageVulList) document RegionId as a filter on the image's own region.
         query = {k: _param(v) for k, v in params.items() if v is not None}
-        request = self._http.build_request(
+        return self._http.build_request(
             "POST",
             self._base_url,
             params=query,
@@ -177,101 +118,22 @@ class SasClient:
                 "accept": "application/json",
             },
         )
-        self._telemetry.inc("imagesec_api_requests", self._labels(action))
-        try:
-            try:
-                response = await self._http.send(request, auth=self._auth)
-            except httpx.TimeoutException as err:
-                raise UpstreamError(
-                    f"{action} timed out", provider=PROVIDER, code="timeout"
-                ) from err
-            except httpx.HTTPError as err:
-                raise UpstreamError(
-                    f"{action} failed: {type(err).__name__}", provider=PROVIDER, code="connect"
-                ) from err
-            if response.status_code >= 400:
-                raise error_from_response(response)
-            try:
-                body = json.loads(response.content)
-            except ValueError as err:
-                ctype = response.headers.get("content-type", "?")
-                raise PayloadError(
-                    f"{action}: answer is not JSON (content-type {ctype})", provider=PROVIDER
-                ) from err
-            if not isinstance(body, dict):
-                raise PayloadError(f"{action}: answer is not a JSON object", provider=PROVIDER)
-            if body.get("Code") and "PageInfo" not in body and len(body) <= 6:
-                # A 200 carrying an error body: the SDK would call it success; we do not.
-                raise RequestError(
-                    f"{action}: {body.get('Message', 'error')}",
-                    provider=PROVIDER,
-                    code=str(body["Code"]),
-                    request_id=str(body.get("RequestId", "")),
-                )
-            return body
-        except SourceError as err:
-            self.count_error(action, err)
-            raise
 
-    def count_error(self, action: str, err: SourceError) -> None:
-        """Count a failed request of ``action`` once, by its code, and log it."""
-        if getattr(err, "counted", False):
-            return
-        err.counted = True  # type: ignore[attr-defined]
-        self._telemetry.inc("imagesec_api_request_errors", (*self._labels(action), err.code))
-        log.warning(
-            "api call failed provider=aliyun account=%s region=%s action=%s code=%s "
-            "request_id=%s error=%s",
-            self.account,
-            self.region,
-            action,
-            err.code,
-            err.request_id,
-            err.message,
-        )
-
-    async def walk(
-        self,
-        action: str,
-        fetch: Callable[[Mapping[str, object]], Awaitable[Page[T]]],
-        key: Callable[[T], Hashable],
-        spec: PageSpec | None = None,
-    ) -> list[T]:
-        """Paginate ``action``; errors of the walk itself (a shifting total) count as its errors."""
-        try:
-            return await paginate(fetch, spec or PAGINATION[action], key=key)
-        except SourceError as err:
-            self.count_error(action, err)
-            raise
-
-    def invalid_row(self, action: str) -> Callable[[object, Exception], None]:
-        """A callback that counts and logs one skipped row of ``action``."""
-
-        def report(row: object, err: Exception) -> None:
-            self._telemetry.inc("imagesec_invalid_rows", self._labels(action))
-            first = err.errors()[0] if isinstance(err, ValidationError) else None
-            detail = f"{first['loc']}: {first['msg']}" if first else str(err)
-            log.warning("skipped invalid row action=%s problem=%s", action, detail)
-
-        return report
-
-    async def page(
-        self, action: str, params: Mapping[str, object], model: type[Any], list_field: str
-    ) -> tuple[Any, list[Any]]:
-        """Fetch one page: validate the envelope, return it with its raw rows."""
-        body = await self.call(action, params)
-        try:
-            envelope = model.model_validate(body)
-        except ValidationError as err:
-            first = err.errors()[0]
-            error = PayloadError(
-                f"{action}: unexpected answer at {'.'.join(map(str, first['loc']))}: {first['msg']}",
+    def _decode(self, action: str, response: httpx.Response) -> dict[str, Any]:
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        body = self.json_body(action, response)
+        if not isinstance(body, dict):
+            raise PayloadError(f"{action}: answer is not a JSON object", provider=PROVIDER)
+        if body.get("Code") and "PageInfo" not in body and len(body) <= 6:
+            # A 200 carrying an error body: the SDK would call it success; we do not.
+            raise RequestError(
+                f"{action}: {body.get('Message', 'error')}",
                 provider=PROVIDER,
+                code=str(body["Code"]),
                 request_id=str(body.get("RequestId", "")),
             )
-            self.count_error(action, error)
-            raise error from None
-        return envelope, getattr(envelope, list_field)
+        return body
 
 
 def _param(value: object) -> str:
@@ -280,18 +142,32 @@ def _param(value: object) -> str:
     return str(value)
 
 
+def _pages(
+    client: SasClient,
+    action: str,
+    envelope: type[PagedResponse],
+    list_field: str,
+    row: type[M],
+    fixed: Mapping[str, object] | None = None,
+) -> Callable[[Mapping[str, object]], Awaitable[Page[M]]]:
+    """A page fetcher of ``action``: ``fixed`` and the page's parameters in, valid rows out."""
+
+    async def fetch(params: Mapping[str, object]) -> Page[M]:
+        answer = await client.call_model(action, {**(fixed or {}), **params}, envelope)
+        rows = getattr(answer, list_field)
+        items = parse_rows(row, rows, client.invalid_row(action))
+        return Page(items=items, total=answer.page_info.total_count, count=len(rows))
+
+    return fetch
+
+
 async def describe_image_instances(client: SasClient) -> list[ImageInstance]:
     """Every image asset (DescribeImageInstances, seed 000), de-duplicated by Uuid."""
     action = "DescribeImageInstances"
-
-    async def fetch(params: Mapping[str, object]) -> Page[ImageInstance]:
-        envelope, rows = await client.page(
-            action, params, DescribeImageInstancesResponse, "image_instance_list"
-        )
-        items = parse_rows(ImageInstance, rows, client.invalid_row(action))
-        return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
-
-    return await client.walk(action, fetch, key=lambda r: r.uuid)
+    fetch = _pages(
+        client, action, DescribeImageInstancesResponse, "image_instance_list", ImageInstance
+    )
+    return await client.walk(action, fetch, key=lambda r: r.uuid, spec=PAGINATION[action])
 
 
 # -- findings actions (issue 3) -------------------------------------------------------------
@@ -306,17 +182,14 @@ async def describe_image_baseline_check_result(
     baseline and image), so a sum over the rows counts every baseline once.
     """
     action = "DescribeImageBaselineCheckResult"
-
-    async def fetch(params: Mapping[str, object]) -> Page[BaselineResult]:
-        envelope, rows = await client.page(
-            action,
-            {"ImageUuid": image_uuid, **params},
-            DescribeImageBaselineCheckResultResponse,
-            "baseline_result",
-        )
-        items = parse_rows(BaselineResult, rows, client.invalid_row(action))
-        return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
-
+    fetch = _pages(
+        client,
+        action,
+        DescribeImageBaselineCheckResultResponse,
+        "baseline_result",
+        BaselineResult,
+        {"ImageUuid": image_uuid},
+    )
     return await paginate(fetch, PAGINATION[action], key=lambda r: r.baseline_name_key or r)
 
 
@@ -329,17 +202,13 @@ async def describe_affected_malicious_file_images(
     ``CurrentPage`` and ``PageSize`` are both required.
     """
     action = "DescribeAffectedMaliciousFileImages"
-
-    async def fetch(params: Mapping[str, object]) -> Page[AffectedMaliciousFile]:
-        envelope, rows = await client.page(
-            action,
-            params,
-            DescribeAffectedMaliciousFileImagesResponse,
-            "affected_malicious_file_images_response",
-        )
-        items = parse_rows(AffectedMaliciousFile, rows, client.invalid_row(action))
-        return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
-
+    fetch = _pages(
+        client,
+        action,
+        DescribeAffectedMaliciousFileImagesResponse,
+        "affected_malicious_file_images_response",
+        AffectedMaliciousFile,
+    )
     return await paginate(fetch, PAGINATION[action])
 
 
@@ -349,12 +218,7 @@ async def list_image_risk(client: SasClient) -> list[ImageRisk]:
     An image used by several clusters may be listed more than once; the first row wins.
     """
     action = "ListImageRisk"
-
-    async def fetch(params: Mapping[str, object]) -> Page[ImageRisk]:
-        envelope, rows = await client.page(action, params, ListImageRiskResponse, "image_risk_list")
-        items = parse_rows(ImageRisk, rows, client.invalid_row(action))
-        return Page(items=items, total=envelope.page_info.total_count, count=len(rows))
-
+    fetch = _pages(client, action, ListImageRiskResponse, "image_risk_list", ImageRisk)
     return await paginate(fetch, PAGINATION[action], key=lambda r: r.uuid)
 
 
@@ -368,7 +232,7 @@ async def count_image_vulnerabilities(client: SasClient, image_uuid: str, necess
     Asks for a single record and reads the top-level ``TotalCount``: one call per necessity,
     however many records the image has, and none of the records' bulky package details.
     """
-    envelope, _ = await client.page(
+    envelope = await client.call_model(
         "DescribeImageVulList",
         {
             "Type": VUL_TYPE,
@@ -379,7 +243,5 @@ async def count_image_vulnerabilities(client: SasClient, image_uuid: str, necess
             "PageSize": 1,
         },
         DescribeImageVulListResponse,
-        "vul_records",
     )
-    total: int = envelope.total_count
-    return total
+    return envelope.total_count

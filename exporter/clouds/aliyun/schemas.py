@@ -1,14 +1,14 @@
 """Pydantic models of the Sas responses: lenient (unknown fields ignored, vendor quirks absorbed).
 
 Envelopes are validated whole (a missing list or a mistyped page field fails the page); rows are
-validated one by one by ``parse_rows`` so that one bad row is counted and skipped, not fatal.
+validated one by one by ``parse_rows`` (exporter/clouds/client.py) so that one bad row is
+counted and skipped, not fatal.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -16,7 +16,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
 )
 from pydantic.alias_generators import to_pascal
 
@@ -83,26 +82,6 @@ class ImageInstance(SasModel):
 
 class DescribeImageInstancesResponse(PagedResponse):
     image_instance_list: list[Any]
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_rows(
-    model: type[M],
-    rows: Iterable[object],
-    on_invalid: Callable[[object, ValidationError | TypeError], None],
-) -> list[M]:
-    """Validate each row; report and skip the ones that do not fit ``model``."""
-    parsed: list[M] = []
-    for row in rows:
-        try:
-            if not isinstance(row, dict):
-                raise TypeError(f"row is {type(row).__name__}, not an object")
-            parsed.append(model.model_validate(row))
-        except (ValidationError, TypeError) as err:
-            on_invalid(row, err)
-    return parsed
 
 
 # -- findings actions (issue 3) -------------------------------------------------------------

@@ -7,30 +7,19 @@ TCSS answers errors with HTTP 200 and ``{"Response": {"Error": {...}}}``; the cl
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from exporter.clouds.http import (
-    Page,
-    PageSpec,
-    RetryPolicy,
-    TokenBucket,
-    call_with_retry,
-    paginate,
-)
+from exporter.clouds.client import ApiClient, parse_rows
+from exporter.clouds.http import Page, PageSpec, paginate
 from exporter.clouds.tencent.schemas import (
     DescribeAssetImageListResponse,
     ImageDetail,
     ImagesInfo,
-    parse_rows,
 )
 from exporter.errors import (
     AuthError,
@@ -40,9 +29,6 @@ from exporter.errors import (
     ThrottledError,
     UpstreamError,
 )
-from exporter.telemetry import Telemetry
-
-log = logging.getLogger(__name__)
 
 VERSION = "2020-11-01"
 PROVIDER = "tencent"
@@ -65,8 +51,6 @@ _SERVER_PREFIXES = (
     "ResourceUnavailable",
     "ResourceInsufficient",
 )
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def vendor_error(code: str, message: str, request_id: str) -> SourceError:
@@ -92,111 +76,18 @@ def _http_error(response: httpx.Response) -> SourceError:
     return UpstreamError(text, provider=PROVIDER, code=code)
 
 
-def decode_response(action: str, response: httpx.Response) -> dict[str, Any]:
-    """Return the ``Response`` object of a 200 answer; raise the mapped error it carries.
+class TcssClient(ApiClient):
+    """Calls TCSS actions for one (account, region).
 
-    The body is parsed as JSON whatever the Content-Type says (``application/json; charset=...``
-    and ``text/plain`` included), so an error envelope is never taken for success.
+    TCSS is one service for every region, and its 20/s quota is per account and action: pass
+    the account's other clients' ``buckets`` to share their rate limiters.
     """
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        ctype = response.headers.get("content-type", "?")
-        raise PayloadError(
-            f"{action}: answer is not JSON (content-type {ctype})", provider=PROVIDER
-        ) from None
-    inner = body.get("Response") if isinstance(body, dict) else None
-    if not isinstance(inner, dict):
-        raise PayloadError(f"{action}: answer has no Response object", provider=PROVIDER)
-    request_id = str(inner.get("RequestId") or "")
-    error = inner.get("Error")
-    if error is not None:
-        if not isinstance(error, dict) or not isinstance(error.get("Code"), str):
-            raise PayloadError(
-                f"{action}: malformed Response.Error", provider=PROVIDER, request_id=request_id
-            )
-        raise vendor_error(error["Code"], str(error.get("Message") or ""), request_id)
-    return inner
 
+    PROVIDER = PROVIDER
+    DEFAULT_RATE = DEFAULT_RATE
+    DECLARED = ("imagesec_api_requests", "imagesec_invalid_rows")
 
-class TcssClient:
-    """Calls TCSS actions for one (account, region) through a shared ``httpx.AsyncClient``."""
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        auth: httpx.Auth,
-        *,
-        base_url: str,
-        account: str,
-        region: str,
-        telemetry: Telemetry,
-        rate: float = DEFAULT_RATE,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-        buckets: dict[str, TokenBucket] | None = None,
-    ) -> None:
-        """Create a client.
-
-        Args:
-            buckets: rate limiters by action, to share with the account's other regions: TCSS
-                is one service for every region, and its 20/s quota is per account and action.
-        """
-        self._http = http
-        self._auth = auth
-        self._base_url = base_url.rstrip("/") + "/"
-        self.account = account
-        self.region = region
-        self._telemetry = telemetry
-        self._rate = rate
-        self._retry = retry or RetryPolicy()
-        self._sleep = sleep or asyncio.sleep
-        self._clock = clock  # the rate limiter's clock; tests pair it with ``sleep``
-        self._rng = rng or random.Random()
-        self._buckets = buckets if buckets is not None else {}
-
-    def _labels(self, action: str) -> tuple[str, str, str, str]:
-        return (PROVIDER, self.account, self.region, action)
-
-    def declare(self, *actions: str) -> None:
-        """Pre-create the counters of ``actions`` so they exist from the first scrape."""
-        for action in actions:
-            self._telemetry.declare("imagesec_api_requests", self._labels(action))
-            self._telemetry.declare("imagesec_invalid_rows", self._labels(action))
-
-    def _bucket(self, action: str) -> TokenBucket:
-        if action not in self._buckets:
-            self._buckets[action] = TokenBucket(self._rate, clock=self._clock, sleep=self._sleep)
-        return self._buckets[action]
-
-    async def call(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
-        """Call ``action`` with retries; return the ``Response`` object of the answer."""
-
-        async def once() -> dict[str, Any]:
-            await self._bucket(action).acquire()
-            return await self._send(action, params)
-
-        return await call_with_retry(once, self._retry, sleep=self._sleep, rng=self._rng)
-
-    async def call_model(self, action: str, params: Mapping[str, object], model: type[M]) -> M:
-        """Call ``action`` and validate its ``Response`` against ``model`` (else PayloadError)."""
-        body = await self.call(action, params)
-        try:
-            return model.model_validate(body)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(map(str, first["loc"]))
-            failure = PayloadError(
-                f"{action}: unexpected answer at {where}: {first['msg']}",
-                provider=PROVIDER,
-                request_id=str(body.get("RequestId") or ""),
-            )
-            self._failed(action, failure)
-            raise failure from None
-
-    async def _send(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
+    def _request(self, action: str, params: Mapping[str, object]) -> httpx.Request:
         # The SDK's body: json.dumps with default separators, unset (None) fields dropped.
         body = json.dumps({k: v for k, v in params.items() if v is not None}).encode()
         headers = {
@@ -207,47 +98,30 @@ class TcssClient:
         }
         if self.region:
             headers["X-TC-Region"] = self.region
-        request = self._http.build_request("POST", self._base_url, content=body, headers=headers)
-        self._telemetry.inc("imagesec_api_requests", self._labels(action))
-        try:
-            try:
-                response = await self._http.send(request, auth=self._auth)
-            except httpx.TimeoutException as err:
-                raise UpstreamError(
-                    f"{action} timed out", provider=PROVIDER, code="timeout"
-                ) from err
-            except httpx.HTTPError as err:
-                raise UpstreamError(
-                    f"{action} failed: {type(err).__name__}", provider=PROVIDER, code="connect"
-                ) from err
-            if response.status_code != 200:
-                raise _http_error(response)
-            return decode_response(action, response)
-        except SourceError as err:
-            self._failed(action, err)
-            raise
+        return self._http.build_request("POST", self._base_url, content=body, headers=headers)
 
-    def _failed(self, action: str, err: SourceError) -> None:
-        self._telemetry.inc("imagesec_api_request_errors", (*self._labels(action), err.code))
-        log.warning(
-            "api call failed provider=tencent account=%s region=%s action=%s code=%s request_id=%s",
-            self.account,
-            self.region,
-            action,
-            err.code,
-            err.request_id,
-        )
+    def _decode(self, action: str, response: httpx.Response) -> dict[str, Any]:
+        """Return the ``Response`` object of a 200 answer; raise the mapped error it carries.
 
-    def invalid_row(self, action: str) -> Callable[[object, Exception], None]:
-        """A callback that counts and logs one skipped row of ``action``."""
-
-        def report(row: object, err: Exception) -> None:
-            self._telemetry.inc("imagesec_invalid_rows", self._labels(action))
-            first = err.errors()[0] if isinstance(err, ValidationError) else None
-            detail = f"{first['loc']}: {first['msg']}" if first else str(err)
-            log.warning("skipped invalid row provider=tencent action=%s problem=%s", action, detail)
-
-        return report
+        The body is parsed as JSON whatever the Content-Type says (``application/json;
+        charset=...`` and ``text/plain`` included), so an error envelope is never taken for
+        success.
+        """
+        if response.status_code != 200:
+            raise _http_error(response)
+        body = self.json_body(action, response)
+        inner = body.get("Response") if isinstance(body, dict) else None
+        if not isinstance(inner, dict):
+            raise PayloadError(f"{action}: answer has no Response object", provider=PROVIDER)
+        request_id = str(inner.get("RequestId") or "")
+        error = inner.get("Error")
+        if error is not None:
+            if not isinstance(error, dict) or not isinstance(error.get("Code"), str):
+                raise PayloadError(
+                    f"{action}: malformed Response.Error", provider=PROVIDER, request_id=request_id
+                )
+            raise vendor_error(error["Code"], str(error.get("Message") or ""), request_id)
+        return inner
 
 
 async def describe_asset_image_list(client: TcssClient) -> list[ImagesInfo]:

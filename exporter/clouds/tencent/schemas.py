@@ -2,8 +2,9 @@
 
 Only the fields the exporter uses are modelled, so a mistyped field nobody reads cannot cost a
 row. Envelopes are validated whole (a missing ``List`` or a mistyped ``TotalCount`` fails the
-page); rows are validated one by one with ``parse_rows`` (shared with Sas), so one bad row is
-counted and skipped, not fatal. Counts are non-negative: a negative count makes the row invalid.
+page); rows are validated one by one with ``parse_rows`` (exporter/clouds/client.py), so one
+bad row is counted and skipped, not fatal. Counts are non-negative: a negative count makes the
+row invalid.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_pascal
 
-from exporter.clouds.aliyun.schemas import parse_rows
 from exporter.normalise import tcss_time
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "ImageDetail",
     "ImagesInfo",
     "TcssModel",
-    "parse_rows",
 ]
 
 
