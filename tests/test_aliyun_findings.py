@@ -18,7 +18,6 @@ from exporter.clouds.aliyun.api import (
     SasClient,
     describe_image_baseline_check_result,
 )
-from exporter.clouds.aliyun.fanout import DetailFanOut
 from exporter.clouds.aliyun.findings import (
     SAS_MALWARE_LEVELS,
     SAS_MALWARE_STATUSES,
@@ -30,6 +29,7 @@ from exporter.clouds.aliyun.findings import (
 from exporter.clouds.aliyun.schemas import parse_statistics
 from exporter.clouds.aliyun.signing import ACS3Auth
 from exporter.clouds.aliyun.source import SasImagesSource
+from exporter.clouds.fanout import DetailFanOut
 from exporter.clouds.http import RetryPolicy, TokenBucket
 from exporter.collector import HealthCollector, ImageCollector
 from exporter.config import ResolvedCredentials, parse_config

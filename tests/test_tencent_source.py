@@ -372,7 +372,7 @@ async def test_images_gone_from_the_list_leave_the_cache(clock: FakeClock) -> No
     await refresher.run_once()
     del rows[1]
     await refresher.run_once()
-    assert [key[0] for key in details._cache] == [image(1)["ImageID"]]
+    assert [key[0] for key in details.details.cache] == [image(1)["ImageID"]]
 
 
 async def test_image_vanishing_between_list_and_detail_is_skipped(clock: FakeClock) -> None:

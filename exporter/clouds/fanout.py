@@ -54,12 +54,15 @@ class DetailFanOut(Generic[V]):
         concurrency: int,
         ttl: float = DEFAULT_TTL,
         timer: Callable[[], float] = time.monotonic,
+        cacheable: Callable[[V], bool] | None = None,
     ) -> None:
+        """Create a fan-out; ``cacheable`` says which details to keep (default: all of them)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._telemetry = telemetry
         self._labels = source.labels()
         self._concurrency = concurrency
+        self._cacheable = cacheable
         # Sized by pruning to the inventory, not by eviction: an LRU bound smaller than the
         # fleet would refetch images on every pass.
         self.cache: TTLCache[Hashable, V] = TTLCache(maxsize=math.inf, ttl=ttl, timer=timer)
@@ -102,7 +105,8 @@ class DetailFanOut(Generic[V]):
                 except BaseException:
                     failed = True
                     raise
-            self.cache[k] = value
+            if self._cacheable is None or self._cacheable(value):
+                self.cache[k] = value
             results[k] = value
 
         try:

@@ -19,8 +19,8 @@ from exporter.clouds.aliyun.api import (
     describe_image_baseline_check_result,
     list_image_risk,
 )
-from exporter.clouds.aliyun.fanout import DEFAULT_TTL, DetailFanOut
 from exporter.clouds.aliyun.schemas import AffectedMaliciousFile, MalwareLevel, parse_statistics
+from exporter.clouds.fanout import DEFAULT_TTL, DetailFanOut
 from exporter.metrics import BASELINE_SEVERITIES, REGISTRATION_STATUSES
 from exporter.model import ImageKey, ImageRef, Sample, SourceData, SourceKey, optional, stateset
 from exporter.normalise import (

@@ -18,13 +18,11 @@ status work across providers, and nothing is guessed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 
-from cachetools import TTLCache
-
+from exporter.clouds.fanout import DetailFanOut
 from exporter.clouds.tencent.api import (
     PROVIDER,
     TcssClient,
@@ -164,18 +162,14 @@ class TcssImagesSource:
         return SourceData(samples=tuple(samples), images=tuple(images))
 
 
-CacheKey = tuple[str, str]
-"""(ImageID, scan marker)."""
-
-
 class TcssImageDetailSource:
     """tcss_image_detail: DescribeAssetImageDetail for every image of the inventory.
 
-    Details are cached by (ImageID, scan marker), so a steady-state refresh only calls the API
-    for images whose scan result changed. Details of a scan still running are not cached (their
-    progress moves while the marker does not). Entries also expire after ``cache_ttl`` seconds,
-    and entries of images no longer listed are dropped at each refresh. The cache belongs to
-    this source alone (cachetools is not thread-safe; only the refresher task touches it).
+    Details are cached by (ImageID, scan marker) in a :class:`DetailFanOut`, so a steady-state
+    refresh only calls the API for images whose scan result changed. Details of a scan still
+    running are not cached (their progress moves while the marker does not), nor are images
+    skipped as vanished or invalid. Entries also expire after ``cache_ttl`` seconds, and entries
+    of images no longer listed are dropped at each refresh.
     """
 
     def __init__(
@@ -188,77 +182,35 @@ class TcssImageDetailSource:
         telemetry: Telemetry,
         concurrency: int = 8,
         cache_ttl: float = 6 * 3600.0,
-        cache_size: int = 100_000,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
-        self.concurrency = concurrency
-        self._telemetry = telemetry
-        self._cache: TTLCache[CacheKey, ImageDetail] = TTLCache(
-            maxsize=cache_size, ttl=cache_ttl, timer=timer
+        self.details: DetailFanOut[ImageDetail | None] = DetailFanOut(
+            key, telemetry, concurrency=concurrency, ttl=cache_ttl, timer=timer, cacheable=_final
         )
         client.declare(DETAIL_ACTION)
-        for result in ("hit", "miss"):
-            telemetry.declare("imagesec_detail_cache_requests", (*key.labels(), result))
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         if upstream is None:
             raise SourceError(
                 "no image inventory yet", provider=PROVIDER, code="upstream_unavailable"
             )
-        refs = {(ref.native_id, ref.scan_marker): ref for ref in upstream.images}
-        for stale in [k for k in list(self._cache.keys()) if k not in refs]:
-            self._cache.pop(stale, None)
-        details: dict[CacheKey, ImageDetail] = {}
-        misses: list[CacheKey] = []
-        for cache_key in refs:
-            cached = self._cache.get(cache_key)
-            if cached is None:
-                misses.append(cache_key)
-            else:
-                details[cache_key] = cached
-        self._count("hit", len(details))
-        self._count("miss", len(misses))
-        if misses:
-            await self._fetch_all(misses, details)
+        found = await self.details.run(
+            upstream.images, lambda ref: (ref.native_id, ref.scan_marker), self._fetch
+        )
         samples: list[Sample] = []
         images: list[ImageRef] = []
-        for cache_key, ref in refs.items():
-            detail = details.get(cache_key)
+        for ref, detail in found:
             if detail is not None:
                 samples += detail_samples(detail, ref.key)
                 images.append(ref)
         return SourceData(samples=tuple(samples), images=tuple(images))
 
-    def _count(self, result: str, amount: int) -> None:
-        labels = (*self.key.labels(), result)
-        self._telemetry.inc("imagesec_detail_cache_requests", labels, float(amount))
-
-    async def _fetch_all(self, misses: list[CacheKey], out: dict[CacheKey, ImageDetail]) -> None:
-        """Fetch ``misses`` concurrently (bounded; the client's token bucket paces them)."""
-        semaphore = asyncio.Semaphore(self.concurrency)
-
-        async def fetch(cache_key: CacheKey) -> None:
-            async with semaphore:
-                detail = await self._fetch(cache_key[0])
-            if detail is None:
-                return
-            out[cache_key] = detail
-            if tcss_scan_status(detail.scan_status) != "scanning":
-                self._cache[cache_key] = detail
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for cache_key in misses:
-                    group.create_task(fetch(cache_key))
-        except* SourceError as failed:
-            # The first failure fails the refresh; details fetched so far stay cached.
-            raise failed.exceptions[0] from None
-
-    async def _fetch(self, image_id: str) -> ImageDetail | None:
+    async def _fetch(self, ref: ImageRef) -> ImageDetail | None:
+        image_id = ref.native_id
         try:
             return await describe_asset_image_detail(self.client, image_id)
         except RequestError as err:
@@ -282,3 +234,8 @@ class TcssImageDetailSource:
                 err.code,
             )
         return None
+
+
+def _final(detail: ImageDetail | None) -> bool:
+    """Whether a detail may be cached: one was found and its scan is not still running."""
+    return detail is not None and tcss_scan_status(detail.scan_status) != "scanning"
