@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
-from exporter.clouds.aliyun.api import DEFAULT_RATE as SAS_RATE
 from exporter.clouds.aliyun.api import SasClient
 from exporter.clouds.aliyun.endpoints import sas_endpoint
 from exporter.clouds.aliyun.findings import (
@@ -19,8 +19,8 @@ from exporter.clouds.aliyun.findings import (
 )
 from exporter.clouds.aliyun.signing import ACS3Auth, default_nonce, utc_now
 from exporter.clouds.aliyun.source import SasImagesSource
-from exporter.clouds.http import RetryPolicy
-from exporter.clouds.tencent.api import DEFAULT_RATE as TCSS_RATE
+from exporter.clouds.client import ApiClient
+from exporter.clouds.http import RetryPolicy, TokenBucket
 from exporter.clouds.tencent.api import TcssClient
 from exporter.clouds.tencent.endpoints import tcss_host
 from exporter.clouds.tencent.signing import TC3Auth, utc_now_seconds
@@ -63,87 +63,88 @@ def base_url(endpoint: str | None, default_host: str) -> str:
     return endpoint if "://" in endpoint else f"https://{endpoint}"
 
 
-def sas_client(ctx: Context) -> SasClient:
-    """The Sas client of (account, region), shared by its collectors (and their rate limits)."""
-    ident = ("aliyun", ctx.account.name, ctx.region)
+C = TypeVar("C", bound=ApiClient)
+
+
+def shared_client(
+    ctx: Context,
+    cls: type[C],
+    auth: httpx.Auth,
+    host: str,
+    buckets: dict[str, TokenBucket] | None = None,
+) -> C:
+    """The ``cls`` client of (account, region), shared by its collectors (and their rate limits).
+
+    ``host`` is the provider's default endpoint host; the account's endpoint overrides it.
+    """
+    ident = (cls.PROVIDER, ctx.account.name, ctx.region)
     client = ctx.clients.get(ident)
     if client is None:
-        creds = ctx.credentials
-        auth = ACS3Auth(
-            creds.key_id,
-            creds.secret.get_secret_value(),
-            creds.token.get_secret_value() if creds.token else None,
-            clock=utc_now,
-            nonce=default_nonce,
-        )
-        client = SasClient(
+        client = cls(
             ctx.http,
             auth,
-            base_url=base_url(ctx.account.endpoint_for(ctx.region), sas_endpoint(ctx.region)),
+            base_url=base_url(ctx.account.endpoint_for(ctx.region), host),
             account=ctx.account.name,
             region=ctx.region,
             telemetry=ctx.telemetry,
-            rate=ctx.account.rate_limit or SAS_RATE,
-            retry=ctx.retry(),
-        )
-        ctx.clients[ident] = client
-    assert isinstance(client, SasClient)
-    return client
-
-
-def tcss_client(ctx: Context) -> TcssClient:
-    """The TCSS client of (account, region), shared by its collectors (and their rate limits)."""
-    ident = ("tencent", ctx.account.name, ctx.region)
-    client = ctx.clients.get(ident)
-    if client is None:
-        creds = ctx.credentials
-        # One quota per account and action, whatever X-TC-Region says: the regions share it.
-        buckets = ctx.clients.setdefault(("tencent", ctx.account.name, "*rate-limits*"), {})
-        assert isinstance(buckets, dict)
-        auth = TC3Auth(
-            creds.key_id,
-            creds.secret.get_secret_value(),
-            token=creds.token.get_secret_value() if creds.token else None,
-            clock=utc_now_seconds,
-        )
-        client = TcssClient(
-            ctx.http,
-            auth,
-            base_url=base_url(ctx.account.endpoint_for(ctx.region), tcss_host(ctx.account.site)),
-            account=ctx.account.name,
-            region=ctx.region,
-            telemetry=ctx.telemetry,
-            rate=ctx.account.rate_limit or TCSS_RATE,
+            rate=ctx.account.rate_limit,
             retry=ctx.retry(),
             buckets=buckets,
         )
         ctx.clients[ident] = client
-    assert isinstance(client, TcssClient)
+    assert isinstance(client, cls)
     return client
 
 
+def sas_client(ctx: Context) -> SasClient:
+    """The Sas client of (account, region): rate limits per (account, region, action)."""
+    creds = ctx.credentials
+    auth = ACS3Auth(
+        creds.key_id,
+        creds.secret.get_secret_value(),
+        creds.token.get_secret_value() if creds.token else None,
+        clock=utc_now,
+        nonce=default_nonce,
+    )
+    return shared_client(ctx, SasClient, auth, sas_endpoint(ctx.region))
+
+
+def tcss_client(ctx: Context) -> TcssClient:
+    """The TCSS client of (account, region): rate limits per (account, action)."""
+    creds = ctx.credentials
+    auth = TC3Auth(
+        creds.key_id,
+        creds.secret.get_secret_value(),
+        token=creds.token.get_secret_value() if creds.token else None,
+        clock=utc_now_seconds,
+    )
+    # One quota per account and action, whatever X-TC-Region says: the regions share it.
+    buckets = ctx.clients.setdefault(("tencent", ctx.account.name, "*rate-limits*"), {})
+    assert isinstance(buckets, dict)
+    return shared_client(ctx, TcssClient, auth, tcss_host(ctx.account.site), buckets=buckets)
+
+
 Factory = Callable[[Context, str, float], Source]
+
+
+def per_image(cls: type[SasBaselineSource] | type[SasVulnerabilitiesSource]) -> Factory:
+    """The factory of a Sas collector that makes one cached lookup per inventory image."""
+    return lambda ctx, name, interval: cls(
+        ctx.key(name),
+        interval,
+        sas_client(ctx),
+        ctx.telemetry,
+        depends_on=ctx.depends(name),
+        concurrency=ctx.config.refresh.concurrency,
+    )
+
 
 FACTORIES: dict[str, Factory] = {
     "sas_images": lambda ctx, name, interval: SasImagesSource(
         ctx.key(name), interval, sas_client(ctx)
     ),
-    "sas_baseline": lambda ctx, name, interval: SasBaselineSource(
-        ctx.key(name),
-        interval,
-        sas_client(ctx),
-        ctx.telemetry,
-        depends_on=ctx.depends(name),
-        concurrency=ctx.config.refresh.concurrency,
-    ),
-    "sas_vulnerabilities": lambda ctx, name, interval: SasVulnerabilitiesSource(
-        ctx.key(name),
-        interval,
-        sas_client(ctx),
-        ctx.telemetry,
-        depends_on=ctx.depends(name),
-        concurrency=ctx.config.refresh.concurrency,
-    ),
+    "sas_baseline": per_image(SasBaselineSource),
+    "sas_vulnerabilities": per_image(SasVulnerabilitiesSource),
     "sas_malicious": lambda ctx, name, interval: SasMaliciousSource(
         ctx.key(name), interval, sas_client(ctx), depends_on=ctx.depends(name)
     ),
