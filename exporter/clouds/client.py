@@ -171,7 +171,7 @@ class ApiClient:
             self.count_error(action, err)
             raise
 
-    def json_body(self, action: str, response: httpx.Response) -> object:
+    def _json_body(self, action: str, response: httpx.Response) -> object:
         """The answer parsed as JSON whatever its Content-Type (else PayloadError)."""
         try:
             return json.loads(response.content)

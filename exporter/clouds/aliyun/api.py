@@ -122,7 +122,7 @@ class SasClient(ApiClient):
     def _decode(self, action: str, response: httpx.Response) -> dict[str, Any]:
         if response.status_code >= 400:
             raise error_from_response(response)
-        body = self.json_body(action, response)
+        body = self._json_body(action, response)
         if not isinstance(body, dict):
             raise PayloadError(f"{action}: answer is not a JSON object", provider=PROVIDER)
         if body.get("Code") and "PageInfo" not in body and len(body) <= 6:

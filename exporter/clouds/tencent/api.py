@@ -109,7 +109,7 @@ class TcssClient(ApiClient):
         """
         if response.status_code != 200:
             raise _http_error(response)
-        body = self.json_body(action, response)
+        body = self._json_body(action, response)
         inner = body.get("Response") if isinstance(body, dict) else None
         if not isinstance(inner, dict):
             raise PayloadError(f"{action}: answer has no Response object", provider=PROVIDER)
