@@ -490,3 +490,17 @@ async def test_clients_sharing_buckets_wait_for_each_other(clock: FakeClock) -> 
     for n in range(int(bucket.burst)):
         await describe_asset_image_list(clients[(n + 1) % 2])
     assert clock.slept
+
+
+async def test_total_count_changing_mid_walk_fails_and_is_counted(clock: FakeClock) -> None:
+    rows = [info(i) for i in range(150)]
+
+    def drifting(params: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        offset, limit = params["Offset"], params["Limit"]
+        return ok({"List": rows[offset : offset + limit], "TotalCount": 150 + offset})
+
+    telemetry = Telemetry()
+    client = make_client(Tcss(**{LIST: drifting}), telemetry, clock)
+    with pytest.raises(PayloadError, match="TotalCount changed"):
+        await describe_asset_image_list(client)
+    assert errors(telemetry) == {"bad_payload": 1}

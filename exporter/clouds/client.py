@@ -134,8 +134,8 @@ class ApiClient:
         self,
         action: str,
         fetch: Callable[[Mapping[str, object]], Awaitable[Page[T]]],
-        key: Callable[[T], Hashable],
         spec: PageSpec,
+        key: Callable[[T], Hashable] | None = None,
     ) -> list[T]:
         """Paginate ``action``; errors of the walk itself (a shifting total) count as its errors."""
         try:

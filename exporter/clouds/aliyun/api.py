@@ -25,7 +25,7 @@ from exporter.clouds.aliyun.schemas import (
     PagedResponse,
 )
 from exporter.clouds.client import ApiClient, parse_rows
-from exporter.clouds.http import Page, PageSpec, paginate
+from exporter.clouds.http import Page, PageSpec
 from exporter.errors import (
     AuthError,
     PayloadError,
@@ -167,7 +167,7 @@ async def describe_image_instances(client: SasClient) -> list[ImageInstance]:
     fetch = _pages(
         client, action, DescribeImageInstancesResponse, "image_instance_list", ImageInstance
     )
-    return await client.walk(action, fetch, key=lambda r: r.uuid, spec=PAGINATION[action])
+    return await client.walk(action, fetch, PAGINATION[action], key=lambda r: r.uuid)
 
 
 # -- findings actions (issue 3) -------------------------------------------------------------
@@ -190,7 +190,9 @@ async def describe_image_baseline_check_result(
         BaselineResult,
         {"ImageUuid": image_uuid},
     )
-    return await paginate(fetch, PAGINATION[action], key=lambda r: r.baseline_name_key or r)
+    return await client.walk(
+        action, fetch, PAGINATION[action], key=lambda r: r.baseline_name_key or r
+    )
 
 
 async def describe_affected_malicious_file_images(
@@ -209,7 +211,7 @@ async def describe_affected_malicious_file_images(
         "affected_malicious_file_images_response",
         AffectedMaliciousFile,
     )
-    return await paginate(fetch, PAGINATION[action])
+    return await client.walk(action, fetch, PAGINATION[action])
 
 
 async def list_image_risk(client: SasClient) -> list[ImageRisk]:
@@ -219,7 +221,7 @@ async def list_image_risk(client: SasClient) -> list[ImageRisk]:
     """
     action = "ListImageRisk"
     fetch = _pages(client, action, ListImageRiskResponse, "image_risk_list", ImageRisk)
-    return await paginate(fetch, PAGINATION[action], key=lambda r: r.uuid)
+    return await client.walk(action, fetch, PAGINATION[action], key=lambda r: r.uuid)
 
 
 VUL_TYPE = "cve"  # DescribeImageVulList accepts only "cve" (image system vulnerabilities)

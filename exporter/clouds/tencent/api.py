@@ -15,7 +15,7 @@ import httpx
 from pydantic import ValidationError
 
 from exporter.clouds.client import ApiClient, parse_rows
-from exporter.clouds.http import Page, PageSpec, paginate
+from exporter.clouds.http import Page, PageSpec
 from exporter.clouds.tencent.schemas import (
     DescribeAssetImageListResponse,
     ImageDetail,
@@ -133,7 +133,7 @@ async def describe_asset_image_list(client: TcssClient) -> list[ImagesInfo]:
         items = parse_rows(ImagesInfo, envelope.rows, client.invalid_row(action))
         return Page(items=items, total=envelope.total_count, count=len(envelope.rows))
 
-    return await paginate(fetch, PAGINATION[action], key=lambda r: r.image_id)
+    return await client.walk(action, fetch, PAGINATION[action], key=lambda r: r.image_id)
 
 
 async def describe_asset_image_detail(client: TcssClient, image_id: str) -> ImageDetail:
