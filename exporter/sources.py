@@ -26,6 +26,7 @@ from exporter.clouds.tencent.endpoints import tcss_host
 from exporter.clouds.tencent.signing import TC3Auth, utc_now_seconds
 from exporter.clouds.tencent.source import TcssImageDetailSource, TcssImagesSource
 from exporter.config import COLLECTORS, Account, AccountId, Config, ResolvedCredentials
+from exporter.errors import ConfigError, ConfigProblem
 from exporter.model import SourceKey
 from exporter.refresh import Source
 from exporter.telemetry import Telemetry
@@ -176,11 +177,18 @@ def build_sources(
     """One source per enabled collector, account and region.
 
     ``overrides`` are the ``--collector.X`` / ``--no-collector.X`` flags; they win over the file.
+    A collector enabled without the collector it builds on (e.g. sas_baseline without
+    sas_images) is a configuration error: it could never succeed.
     """
     overrides = overrides or {}
     sources: list[Source] = []
+    problems: list[ConfigProblem] = []
     shared: dict[tuple[str, str, str], object] = {}
-    for account in config.accounts:
+    for index, account in enumerate(config.accounts):
+
+        def enabled(name: str, account: Account = account) -> bool:
+            return overrides.get(name, config.collector(account, name)[0])
+
         for region in account.regions:
             ctx = Context(
                 config,
@@ -192,27 +200,19 @@ def build_sources(
                 shared,
             )
             for name, definition in COLLECTORS.items():
-                if definition.provider != account.provider:
+                if definition.provider != account.provider or not enabled(name):
                     continue
-                enabled, interval = config.collector(account, name)
-                enabled = overrides.get(name, enabled)
-                if not enabled:
-                    continue
-                factory = FACTORIES.get(name)
-                if factory is None:
-                    log.debug("collector not available collector=%s", name)
-                    continue
-                source = factory(ctx, name, interval)
-                if source.depends_on is not None:
-                    upstream_enabled = overrides.get(
-                        source.depends_on.source,
-                        config.collector(account, source.depends_on.source)[0],
-                    )
-                    if not upstream_enabled:
-                        log.warning(
-                            "collector needs its upstream collector=%s upstream=%s",
-                            name,
-                            source.depends_on.source,
+                upstream = definition.depends_on
+                if upstream is not None and not enabled(upstream):
+                    if region == account.regions[0]:
+                        problems.append(
+                            ConfigProblem(
+                                f"accounts[{index}] ({account.name})",
+                                f"collector {name} needs {upstream}, which is disabled",
+                            )
                         )
-                sources.append(source)
+                    continue
+                sources.append(FACTORIES[name](ctx, name, config.collector(account, name)[1]))
+    if problems:
+        raise ConfigError(problems)
     return sources

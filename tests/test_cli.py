@@ -11,6 +11,7 @@ import time
 import httpx
 
 from exporter import simulator
+from exporter.config import COLLECTORS as CATALOGUE_COLLECTORS
 from exporter.metrics import CATALOGUE
 
 
@@ -174,3 +175,19 @@ def test_demo_serves_both_clouds_within_15_seconds() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=15) == 0  # SIGTERM is a clean shutdown
+
+
+def test_collector_flags_switch_collectors_and_refuse_a_missing_upstream() -> None:
+    off = [f"--no-collector.{name}" for name in CATALOGUE_COLLECTORS if name != "tcss_images"]
+    result = run("--once", "--demo", *off)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sources = {
+        line.split('source="')[1].split('"')[0]
+        for line in result.stdout.splitlines()
+        if line.startswith("imagesec_up{")
+    }
+    assert sources == {"tcss_images"}
+    result = run("--once", "--demo", "--no-collector.tcss_images")
+    assert result.returncode == 2
+    assert "collector tcss_image_detail needs tcss_images, which is disabled" in result.stderr
+    assert result.stdout == ""

@@ -241,3 +241,45 @@ def test_endpoint_per_region() -> None:
     assert parsed.endpoint_for("ap-southeast-1") == "127.0.0.1:2"
     (problem,) = problems({"accounts": [{**account, "endpoint": {"eu-west-1": "x:1"}}]})
     assert "eu-west-1" in problem
+
+
+async def test_every_collector_has_a_factory_and_upstreams_are_required() -> None:
+    import httpx
+
+    from exporter.config import COLLECTORS
+    from exporter.sources import FACTORIES, build_sources
+    from exporter.telemetry import Telemetry
+
+    assert set(FACTORIES) == set(COLLECTORS)
+    config = parse_config(
+        {
+            "accounts": [
+                {"name": "a", "provider": "aliyun", "regions": ["cn-shanghai", "ap-southeast-1"]}
+            ]
+        }
+    )
+    creds = resolve_all(
+        config,
+        {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIx", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s3cr3t-v"},
+    )
+    async with httpx.AsyncClient() as http:
+        sources = build_sources(config, creds, Telemetry(), http)
+        assert len(sources) == 2 * 5
+        with pytest.raises(ConfigError) as err:
+            build_sources(config, creds, Telemetry(), http, overrides={"sas_images": False})
+        lines = [str(d) for d in err.value.details]
+        assert len(lines) == 3  # baseline, vulnerabilities, malicious: once per account
+        assert (
+            "accounts[0] (a): collector sas_baseline needs sas_images, which is disabled" in lines
+        )
+        kept = build_sources(
+            config,
+            creds,
+            Telemetry(),
+            http,
+            overrides={
+                n: False
+                for n in ("sas_images", "sas_baseline", "sas_vulnerabilities", "sas_malicious")
+            },
+        )
+        assert {s.key.source for s in kept} == {"sas_image_risk"}
