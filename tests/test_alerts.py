@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 import yaml
 
 from exporter.metrics import CATALOGUE, Kind
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "imagesec.rules.yml"
@@ -28,16 +27,6 @@ sys.path.insert(0, str(ROOT / "grafana"))
 from promql import metric_names, unknown_metrics  # noqa: E402
 
 
-def _tool(name: str) -> str:
-    """Path of a tool from Debian's prometheus package; CI installs it, so never skip there."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} not found: CI must install Debian's prometheus package")
-        pytest.skip(f"{name} not installed (apt-get install prometheus)")
-    return path
-
-
 def _alerts() -> list[dict]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
@@ -51,7 +40,7 @@ def _github_anchor(heading: str) -> str:
 
 def test_promtool_check_rules() -> None:
     result = subprocess.run(
-        [_tool("promtool"), "check", "rules", str(RULES)],
+        [require_tool("promtool"), "check", "rules", str(RULES)],
         capture_output=True,
         text=True,
         check=False,
@@ -63,7 +52,7 @@ def test_promtool_check_rules() -> None:
 @pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda p: p.name)
 def test_promtool_test_rules(test_file: Path) -> None:
     result = subprocess.run(
-        [_tool("promtool"), "test", "rules", test_file.name],
+        [require_tool("promtool"), "test", "rules", test_file.name],
         cwd=test_file.parent,
         capture_output=True,
         text=True,

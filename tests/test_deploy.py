@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from types import ModuleType
 
 import pytest
 import yaml
+
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -26,16 +27,6 @@ CREDENTIAL_VARIABLES = {
     "TENCENTCLOUD_SECRET_ID",
     "TENCENTCLOUD_SECRET_KEY",
 }
-
-
-def _tool(name: str) -> str:
-    """Path of a tool from Debian's prometheus package; CI installs it, so never skip there."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} not found: CI must install Debian's prometheus package")
-        pytest.skip(f"{name} not installed (apt-get install prometheus)")
-    return path
 
 
 def _manifests() -> dict[str, dict]:
@@ -179,7 +170,7 @@ def test_configmap_config_passes_check_config(tmp_path: Path) -> None:
 
 def test_scrape_config_passes_promtool_and_names_the_alerted_job() -> None:
     result = subprocess.run(
-        [_tool("promtool"), "check", "config", str(SCRAPE_CONFIG)],
+        [require_tool("promtool"), "check", "config", str(SCRAPE_CONFIG)],
         capture_output=True,
         text=True,
         check=False,

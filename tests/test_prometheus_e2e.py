@@ -6,8 +6,6 @@ Debian's prometheus package provides the server and promtool; CI installs it (ne
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = json.loads((ROOT / "grafana" / "imagesec-exporter.json").read_text())
@@ -42,16 +42,6 @@ ALERTS = [(rule["alert"], rule["expr"]) for group in RULES for rule in group["ru
 pytestmark = pytest.mark.promtool
 
 
-def _tool(name: str) -> str:
-    """Path of a tool from Debian's prometheus package; CI installs it, so never skip there."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} not found: CI must install Debian's prometheus package")
-        pytest.skip(f"{name} not installed (apt-get install prometheus)")
-    return path
-
-
 def _label_values(stack: Stack, query: str) -> list[str]:
     """What Grafana's ``label_values(selector, label)`` lists, through the series API."""
     selector, _, label = (
@@ -69,7 +59,7 @@ def _has_data(answer: dict) -> bool:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The demo and Prometheus, once every source has refreshed and rates have samples."""
-    prometheus = _tool("prometheus")
+    prometheus = require_tool("prometheus")
     with running_stack(tmp_path_factory.mktemp("prometheus"), prometheus=prometheus) as stack:
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
@@ -84,7 +74,7 @@ def test_demo_metrics_pass_promtool_check_metrics(stack: Stack) -> None:
     status, exposition = http_get(f"{stack.exporter_url}/metrics")
     assert status == 200 and "imagesec_image_info{" in exposition
     result = subprocess.run(
-        [_tool("promtool"), "check", "metrics"],
+        [require_tool("promtool"), "check", "metrics"],
         input=exposition,
         capture_output=True,
         text=True,
