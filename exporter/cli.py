@@ -24,9 +24,9 @@ from exporter.config import (
     parse_config,
     resolve_all,
 )
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ConfigProblem
 from exporter.refresh import Refresher
-from exporter.sources import build_sources
+from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
 from exporter.web import ExpositionStore, WebConfig, WebServer, load_web_config
 
@@ -216,14 +216,10 @@ async def serve(
     config: Config,
     credentials: dict[AccountId, ResolvedCredentials],
     args: argparse.Namespace,
+    overrides: dict[str, bool],
     web_config: WebConfig,
 ) -> int:
     """Run the refresh loop and the web server until SIGINT/SIGTERM, or refresh once."""
-    overrides = {
-        name: value
-        for name in COLLECTORS
-        if (value := getattr(args, f"collector_{name}")) is not None
-    }
     telemetry = Telemetry()
     timeout = httpx.Timeout(15.0, connect=5.0)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
@@ -287,38 +283,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = run_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    overrides = {
+        name: value
+        for name in COLLECTORS
+        if (value := getattr(args, f"collector_{name}")) is not None
+    }
     try:
         if args.demo:
             with demo_clouds() as (aliyun_urls, tencent_url):
-                config, credentials = demo_config(aliyun_urls, tencent_url)
+                config, demo_credentials = demo_config(aliyun_urls, tencent_url)
+                _check(config, overrides, [])
                 if args.check_config:
                     print("demo configuration is valid")
                     return 0
-                return _run(config, credentials, args)
+                return _run(config, demo_credentials, args, overrides)
         if not args.config_file:
             parser.error("--config.file is required (or --demo)")
         config = load_config(Path(args.config_file))
-        credentials = resolve_all(config)
-        web_config = load_web_config(Path(args.web_config_file)) if args.web_config_file else None
+        problems: list[ConfigProblem] = []
+        credentials: dict[AccountId, ResolvedCredentials] = {}
+        web_config = None
+        try:
+            credentials = resolve_all(config)
+        except ConfigError as err:
+            problems += err.details
+        if args.web_config_file:
+            try:
+                web_config = load_web_config(Path(args.web_config_file))
+            except ConfigError as err:
+                problems += err.details
+        _check(config, overrides, problems)
         if args.check_config:
             print(f"configuration is valid: {len(config.accounts)} account(s)")
             return 0
-        return _run(config, credentials, args, web_config)
+        return _run(config, credentials, args, overrides, web_config)
     except ConfigError as err:
         for detail in err.details:
             print(f"config error: {detail}", file=sys.stderr)
         return EXIT_CONFIG
 
 
+def _check(config: Config, overrides: dict[str, bool], problems: list[ConfigProblem]) -> None:
+    """Raise every problem found so far plus the collector dependency problems, if any."""
+    problems = problems + check_collectors(config, overrides)
+    if problems:
+        raise ConfigError(problems)
+
+
 def _run(
     config: Config,
     credentials: dict[AccountId, ResolvedCredentials],
     args: argparse.Namespace,
+    overrides: dict[str, bool],
     web_config: WebConfig | None = None,
 ) -> int:
-    if args.web_config_file and web_config is None:
-        web_config = load_web_config(Path(args.web_config_file))
     try:
-        return asyncio.run(serve(config, credentials, args, web_config or WebConfig()))
+        return asyncio.run(serve(config, credentials, args, overrides, web_config or WebConfig()))
     except KeyboardInterrupt:
         return 0

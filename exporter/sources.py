@@ -166,6 +166,39 @@ FACTORIES: dict[str, Factory] = {
 }
 
 
+def enabled_collectors(
+    config: Config, account: Account, overrides: Mapping[str, bool] | None = None
+) -> list[str]:
+    """The collectors that run for ``account``; ``overrides`` (the CLI flags) win over the file."""
+    overrides = overrides or {}
+    return [
+        name
+        for name, definition in COLLECTORS.items()
+        if definition.provider == account.provider
+        and overrides.get(name, config.collector(account, name)[0])
+    ]
+
+
+def check_collectors(
+    config: Config, overrides: Mapping[str, bool] | None = None
+) -> list[ConfigProblem]:
+    """A collector enabled without the one it builds on (e.g. sas_baseline without sas_images)
+    could never succeed: one problem per such collector and account."""
+    problems = []
+    for index, account in enumerate(config.accounts):
+        names = enabled_collectors(config, account, overrides)
+        for name in names:
+            upstream = COLLECTORS[name].depends_on
+            if upstream is not None and upstream not in names:
+                problems.append(
+                    ConfigProblem(
+                        f"accounts[{index}] ({account.name})",
+                        f"collector {name} needs {upstream}, which is disabled",
+                    )
+                )
+    return problems
+
+
 def build_sources(
     config: Config,
     credentials: Mapping[AccountId, ResolvedCredentials],
@@ -174,21 +207,14 @@ def build_sources(
     *,
     overrides: Mapping[str, bool] | None = None,
 ) -> list[Source]:
-    """One source per enabled collector, account and region.
-
-    ``overrides`` are the ``--collector.X`` / ``--no-collector.X`` flags; they win over the file.
-    A collector enabled without the collector it builds on (e.g. sas_baseline without
-    sas_images) is a configuration error: it could never succeed.
-    """
-    overrides = overrides or {}
+    """One source per enabled collector, account and region (``check_collectors`` first)."""
+    problems = check_collectors(config, overrides)
+    if problems:
+        raise ConfigError(problems)
     sources: list[Source] = []
-    problems: list[ConfigProblem] = []
     shared: dict[tuple[str, str, str], object] = {}
-    for index, account in enumerate(config.accounts):
-
-        def enabled(name: str, account: Account = account) -> bool:
-            return overrides.get(name, config.collector(account, name)[0])
-
+    for account in config.accounts:
+        names = enabled_collectors(config, account, overrides)
         for region in account.regions:
             ctx = Context(
                 config,
@@ -199,20 +225,6 @@ def build_sources(
                 http,
                 shared,
             )
-            for name, definition in COLLECTORS.items():
-                if definition.provider != account.provider or not enabled(name):
-                    continue
-                upstream = definition.depends_on
-                if upstream is not None and not enabled(upstream):
-                    if region == account.regions[0]:
-                        problems.append(
-                            ConfigProblem(
-                                f"accounts[{index}] ({account.name})",
-                                f"collector {name} needs {upstream}, which is disabled",
-                            )
-                        )
-                    continue
+            for name in names:
                 sources.append(FACTORIES[name](ctx, name, config.collector(account, name)[1]))
-    if problems:
-        raise ConfigError(problems)
     return sources

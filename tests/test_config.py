@@ -283,3 +283,25 @@ async def test_every_collector_has_a_factory_and_upstreams_are_required() -> Non
             },
         )
         assert {s.key.source for s in kept} == {"sas_image_risk"}
+
+
+def test_check_config_reports_credentials_web_config_and_collectors_together(
+    tmp_path: Path,
+) -> None:
+    config = write(tmp_path, "accounts:\n  - {name: a, provider: aliyun, regions: [cn-shanghai]}\n")
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  u: plaintext\n")
+    result = run_cli(
+        "--check-config",
+        "--config.file",
+        str(config),
+        "--web.config.file",
+        str(web),
+        "--no-collector.sas_images",
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 5, lines  # credentials, web config, 3 collectors without sas_images
+    assert any("no credentials" in line for line in lines)
+    assert any("not a bcrypt hash" in line for line in lines)
+    assert sum("needs sas_images" in line for line in lines) == 3
