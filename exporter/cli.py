@@ -28,7 +28,13 @@ from exporter.errors import ConfigError, ConfigProblem
 from exporter.refresh import Refresher
 from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
-from exporter.web import ExpositionStore, WebConfig, WebServer, load_web_config
+from exporter.web import (
+    ExpositionStore,
+    WebConfig,
+    WebServer,
+    load_web_config,
+    parse_listen_address,
+)
 
 log = logging.getLogger("exporter")
 
@@ -239,9 +245,16 @@ async def serve(
             return 1 if failed else 0
         refresher.on_snapshot = store.update
         store.start()
-        server = WebServer(
-            store, args.listen_address, telemetry_path=args.telemetry_path, web_config=web_config
-        )
+        try:
+            server = WebServer(
+                store,
+                args.listen_address,
+                telemetry_path=args.telemetry_path,
+                web_config=web_config,
+            )
+        except OSError as err:
+            log.error("cannot listen address=%s error=%s", args.listen_address, err.strerror)
+            return 1
         server.start()
         log.info(
             "listening address=%s://%s path=%s sources=%d",
@@ -292,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             with demo_clouds() as (aliyun_urls, tencent_url):
                 config, demo_credentials = demo_config(aliyun_urls, tencent_url)
-                _check(config, overrides, [])
+                _check(config, overrides, [], args.listen_address)
                 if args.check_config:
                     print("demo configuration is valid")
                     return 0
@@ -312,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 web_config = load_web_config(Path(args.web_config_file))
             except ConfigError as err:
                 problems += err.details
-        _check(config, overrides, problems)
+        _check(config, overrides, problems, args.listen_address)
         if args.check_config:
             print(f"configuration is valid: {len(config.accounts)} account(s)")
             return 0
@@ -323,9 +336,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
 
-def _check(config: Config, overrides: dict[str, bool], problems: list[ConfigProblem]) -> None:
-    """Raise every problem found so far plus the collector dependency problems, if any."""
+def _check(
+    config: Config,
+    overrides: dict[str, bool],
+    problems: list[ConfigProblem],
+    listen_address: str,
+) -> None:
+    """Raise every problem found so far plus the collector and listen-address problems."""
     problems = problems + check_collectors(config, overrides)
+    try:
+        parse_listen_address(listen_address)
+    except ValueError as err:
+        problems.append(ConfigProblem("--web.listen-address", str(err)))
     if problems:
         raise ConfigError(problems)
 

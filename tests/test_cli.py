@@ -191,3 +191,16 @@ def test_collector_flags_switch_collectors_and_refuse_a_missing_upstream() -> No
     assert result.returncode == 2
     assert "collector tcss_image_detail needs tcss_images, which is disabled" in result.stderr
     assert result.stdout == ""
+
+
+def test_bad_or_busy_listen_address_is_a_clear_error() -> None:
+    result = run("--demo", "--web.listen-address", "nowhere")
+    assert result.returncode == 2
+    assert "config error: --web.listen-address: bad listen address 'nowhere'" in result.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("--demo", "--web.listen-address", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
