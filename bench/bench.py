@@ -66,7 +66,7 @@ def fleet(images: int) -> Snapshot:
     state = SourceState(
         key=key, interval=300, data=SourceData(samples=tuple(samples)), up=True, attempted=True
     )
-    return Snapshot({key: state}, created=time.time())
+    return Snapshot({key: state})
 
 
 def per_scrape_render(snapshot: Snapshot) -> bytes:

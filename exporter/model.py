@@ -108,7 +108,6 @@ class Snapshot:
     """Immutable view of every source, swapped atomically after each refresh."""
 
     sources: Mapping[SourceKey, SourceState] = field(default_factory=dict)
-    created: float = 0.0
 
     def ready(self) -> bool:
         """True once every source has finished at least one refresh attempt."""

@@ -64,11 +64,11 @@ class Refresher:
         self.on_snapshot = on_snapshot
         self._states = {s.key: SourceState(key=s.key, interval=s.interval) for s in sources}
         self._attempted = {s.key: asyncio.Event() for s in sources}
-        self.snapshot = Snapshot(dict(self._states), created=clock())
+        self.snapshot = Snapshot(dict(self._states))
 
     def _publish(self, state: SourceState) -> None:
         self._states[state.key] = state
-        self.snapshot = Snapshot(dict(self._states), created=self._clock())
+        self.snapshot = Snapshot(dict(self._states))
         if self.on_snapshot is not None:
             self.on_snapshot(self.snapshot)
 

@@ -50,7 +50,6 @@ class Exposition:
         self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip wrapper
         self._prefix = self._compressor.compress(plain)
         self._lock = threading.Lock()
-        self.rendered_at = time.time()
 
     def gzipped(self, tail: bytes) -> bytes:
         """One gzip member holding ``plain + tail``."""
@@ -67,7 +66,6 @@ class ExpositionStore:
 
     def __init__(self, snapshot: Snapshot, telemetry: Telemetry) -> None:
         self._snapshot = snapshot
-        self.telemetry = telemetry
         self.health = CollectorRegistry(auto_describe=False)
         self.health.register(HealthCollector(lambda: self._snapshot, telemetry))
         self._pending: Snapshot | None = None

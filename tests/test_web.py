@@ -41,7 +41,7 @@ def snapshot(attempted: bool = True, error: str | None = None) -> Snapshot:
         last_success=1_700_000_000.0,
         last_error=error,
     )
-    return Snapshot({KEY: state}, created=1_700_000_000.0)
+    return Snapshot({KEY: state})
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Each collector is its own source (own interval, ``imagesec_up``, failure isolation). Their
 series join the inventory's on the identity labels: an image is keyed by its Sas ``Uuid``
 with the repository namespace, name, tag and region the rows name, exactly as
-``source.image_key`` keys the inventory.
+``source.sas_key`` keys the inventory.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from exporter.clouds.aliyun.api import (
     list_image_risk,
 )
 from exporter.clouds.aliyun.schemas import AffectedMaliciousFile, MalwareLevel, parse_statistics
+from exporter.clouds.aliyun.source import sas_key
 from exporter.clouds.fanout import DEFAULT_TTL, DetailFanOut
 from exporter.metrics import BASELINE_SEVERITIES, REGISTRATION_STATUSES
-from exporter.model import ImageKey, ImageRef, Sample, SourceData, SourceKey, optional, stateset
+from exporter.model import ImageRef, Sample, SourceData, SourceKey, optional, stateset
 from exporter.normalise import (
     SAS_BASELINE_FIELDS,
     SAS_MALWARE_STATUS,
@@ -37,19 +38,6 @@ SAS_MALWARE_STATUSES: tuple[str, ...] = tuple(SAS_MALWARE_STATUS.values())
 
 Counts = tuple[tuple[str, int], ...]
 """A detail result: (label value, count) pairs, immutable so the cache can share it."""
-
-
-def sas_key(
-    account: str,
-    region: str,
-    uuid: str,
-    repo_namespace: str,
-    repo: str,
-    tag: str,
-    row_region: str,
-) -> ImageKey:
-    """Identity of a Sas image, built the way ``source.image_key`` builds the inventory's."""
-    return ImageKey("aliyun", account, row_region or region, repo_namespace, repo, tag, uuid)
 
 
 def _images(upstream: SourceData | None) -> tuple[ImageRef, ...]:

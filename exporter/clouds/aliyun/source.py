@@ -17,16 +17,26 @@ from exporter.model import (
 from exporter.normalise import sas_scan_status
 
 
+def sas_key(
+    account: str,
+    region: str,
+    uuid: str,
+    repo_namespace: str,
+    repo: str,
+    tag: str,
+    row_region: str,
+) -> ImageKey:
+    """Identity of a Sas image: the registry's region when Sas names it, else the API region.
+
+    Every Sas collector keys its rows with this, so their series join on the identity labels.
+    """
+    return ImageKey("aliyun", account, row_region or region, repo_namespace, repo, tag, uuid)
+
+
 def image_key(row: ImageInstance, account: str, region: str) -> ImageKey:
-    """Identity of a Sas image: the registry's region when Sas names it, else the API region."""
-    return ImageKey(
-        provider="aliyun",
-        account=account,
-        region=row.region_id or region,
-        repo_namespace=row.repo_namespace,
-        repo=row.repo_name,
-        tag=row.tag,
-        image_id=row.uuid,
+    """Identity of an inventory row (DescribeImageInstances)."""
+    return sas_key(
+        account, region, row.uuid, row.repo_namespace, row.repo_name, row.tag, row.region_id
     )
 
 
