@@ -25,11 +25,11 @@ from exporter.config import (
     resolve_all,
 )
 from exporter.errors import ConfigError, ConfigProblem
+from exporter.exposition import ExpositionStore
 from exporter.refresh import Refresher
 from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
 from exporter.web import (
-    ExpositionStore,
     WebConfig,
     WebServer,
     load_web_config,

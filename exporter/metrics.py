@@ -230,6 +230,24 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         (*SOURCE_LABELS, "result"),
     ),
     MetricSpec(
+        "imagesec_exposition_renders",
+        Kind.COUNTER,
+        "Renders of the source's part of the exposition (one per change of its data)",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_exposition_render_seconds",
+        Kind.COUNTER,
+        "CPU time spent rendering the source's part of the exposition",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_exposition_render_failures",
+        Kind.COUNTER,
+        "Renders of the source's part that failed (its part is left out until one succeeds)",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
         "imagesec_build_info",
         Kind.GAUGE,
         "Build information of the exporter; always 1",

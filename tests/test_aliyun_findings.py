@@ -31,7 +31,7 @@ from exporter.clouds.aliyun.signing import ACS3Auth
 from exporter.clouds.aliyun.source import SasImagesSource
 from exporter.clouds.fanout import DetailFanOut
 from exporter.clouds.http import RetryPolicy, TokenBucket
-from exporter.collector import HealthCollector, ImageCollector
+from exporter.collector import HealthCollector, ImageCollector, render_images
 from exporter.config import ResolvedCredentials, parse_config
 from exporter.errors import AuthError, PayloadError, UpstreamError
 from exporter.metrics import MALWARE_LEVELS, MALWARE_STATUSES
@@ -40,7 +40,6 @@ from exporter.normalise import SAS_MALWARE_STATUS
 from exporter.refresh import Refresher, Source
 from exporter.sources import build_sources
 from exporter.telemetry import Telemetry
-from exporter.web import render_images
 from tests.conftest import FakeClock, fixture_json
 
 ACCOUNT, REGION = "prod", "cn-shanghai"

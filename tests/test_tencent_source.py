@@ -17,7 +17,7 @@ from exporter.clouds.http import RetryPolicy
 from exporter.clouds.tencent.api import TcssClient
 from exporter.clouds.tencent.signing import TC3Auth
 from exporter.clouds.tencent.source import TcssImageDetailSource, TcssImagesSource
-from exporter.collector import ImageCollector
+from exporter.collector import ImageCollector, render_images
 from exporter.errors import AuthError
 from exporter.metrics import (
     CATALOGUE,
@@ -31,7 +31,6 @@ from exporter.metrics import (
 from exporter.model import Snapshot, SourceData, SourceKey, SourceState
 from exporter.refresh import Refresher
 from exporter.telemetry import Telemetry
-from exporter.web import render_images
 from tests.conftest import FakeClock, fixture_json
 
 LIST = "DescribeAssetImageList"
