@@ -207,8 +207,13 @@ class Snapshot:
 
 
 def stateset(metric: str, image: ImageKey, vocabulary: tuple[str, ...], state: str) -> list[Sample]:
-    """One sample per state of ``vocabulary``: 1 for ``state``, 0 for the others."""
-    return [Sample(metric, image, 1.0 if s == state else 0.0, (s,)) for s in vocabulary]
+    """The stateset of an image: one series, its current state, at 1. The other states of
+    ``vocabulary`` are not emitted (they would be 0): an image's status is the one series it has
+    (``== 1`` queries and ``sum by (status)`` read the same; one series per image, not one per
+    state)."""
+    if state not in vocabulary:
+        raise ValueError(f"{metric}: state {state!r} not in {vocabulary}")
+    return [Sample(metric, image, 1.0, (state,))]
 
 
 def optional(metric: str, image: ImageKey, value: float | None, *extra: str) -> list[Sample]:

@@ -129,7 +129,7 @@ async def test_seed_sample_parses_and_appears_in_metrics(clock: FakeClock) -> No
     assert get("imagesec_image_created_timestamp_seconds", labels) == 1600069948.849
     assert get("imagesec_image_scan_progress_ratio", {**labels, "scan": "overall"}) == 1.0
     assert get("imagesec_image_scan_status", {**labels, "status": "succeeded"}) == 1
-    assert get("imagesec_image_scan_status", {**labels, "status": "failed"}) == 0
+    assert get("imagesec_image_scan_status", {**labels, "status": "failed"}) is None
     info = {
         **labels,
         "digest": item["Digest"],
