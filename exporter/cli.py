@@ -26,6 +26,7 @@ from exporter.config import (
 )
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
+from exporter.metrics import metric_selection
 from exporter.refresh import Refresher
 from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
@@ -99,6 +100,19 @@ def run_parser() -> argparse.ArgumentParser:
         default=_env("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
         help="log level (IMAGESEC_LOG_LEVEL, default info)",
+    )
+    parser.add_argument(
+        "--metric-allowlist",
+        dest="metric_allowlist",
+        default=_env("METRIC_ALLOWLIST"),
+        help="comma-separated metric names or regexes to expose, nothing else "
+        "(IMAGESEC_METRIC_ALLOWLIST; exclusive with --metric-denylist)",
+    )
+    parser.add_argument(
+        "--metric-denylist",
+        dest="metric_denylist",
+        default=_env("METRIC_DENYLIST"),
+        help="comma-separated metric names or regexes not to expose (IMAGESEC_METRIC_DENYLIST)",
     )
     parser.add_argument("--version", action="version", version=f"imagesec-exporter {__version__}")
     group = parser.add_argument_group("collectors (default: on, or as the config file says)")
@@ -233,7 +247,8 @@ async def serve(
     async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http:
         sources = build_sources(config, credentials, telemetry, http, overrides=overrides)
         refresher = Refresher(sources, telemetry=telemetry, timeout=config.refresh.timeout)
-        store = ExpositionStore(refresher.snapshot, telemetry)
+        families = metric_selection(args.metric_allowlist, args.metric_denylist)
+        store = ExpositionStore(refresher.snapshot, telemetry, families=families)
         if args.once:
             snapshot = await refresher.run_once()
             store.update(snapshot)
@@ -305,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             with demo_clouds() as (aliyun_urls, tencent_url):
                 config, demo_credentials = demo_config(aliyun_urls, tencent_url)
-                _check(config, overrides, [], args.listen_address)
+                _check(config, overrides, [], args)
                 if args.check_config:
                     print("demo configuration is valid")
                     return 0
@@ -325,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 web_config = load_web_config(Path(args.web_config_file))
             except ConfigError as err:
                 problems += err.details
-        _check(config, overrides, problems, args.listen_address)
+        _check(config, overrides, problems, args)
         if args.check_config:
             print(f"configuration is valid: {len(config.accounts)} account(s)")
             return 0
@@ -340,14 +355,20 @@ def _check(
     config: Config,
     overrides: dict[str, bool],
     problems: list[ConfigProblem],
-    listen_address: str,
+    args: argparse.Namespace,
 ) -> None:
-    """Raise every problem found so far plus the collector and listen-address problems."""
+    """Raise every problem found so far plus the collector, listen-address and metric
+    selection problems."""
     problems = problems + check_collectors(config, overrides)
     try:
-        parse_listen_address(listen_address)
+        parse_listen_address(args.listen_address)
     except ValueError as err:
         problems.append(ConfigProblem("--web.listen-address", str(err)))
+    try:
+        metric_selection(args.metric_allowlist, args.metric_denylist)
+    except ValueError as err:
+        flag = "--metric-allowlist" if args.metric_allowlist else "--metric-denylist"
+        problems.append(ConfigProblem(flag, str(err)))
     if problems:
         raise ConfigError(problems)
 
