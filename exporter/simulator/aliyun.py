@@ -459,8 +459,10 @@ class AliyunService:
         }
 
     def _states(self, site: str, now: float, uuids: set[str] | None = None) -> list[ImageState]:
+        if not uuids:
+            return self.fleet.states("aliyun", site, now)
         specs = self.fleet.images("aliyun", site)
-        return [self.fleet.state(s, now) for s in specs if not uuids or s.uuid in uuids]
+        return [self.fleet.state(s, now) for s in specs if s.uuid in uuids]
 
     # -- actions ----------------------------------------------------------------------------
 

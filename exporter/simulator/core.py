@@ -221,6 +221,8 @@ class Simulator:
     Args:
         clock: Unix seconds; drives signature windows, flow control and the fleet's scans.
         rate_limit: False turns the vendors' flow control off (for tests that walk a lot).
+        state_cache: cheap mode for big fleets: scan state moves in steps of this many seconds
+            and each site's states are computed once per step (0: exact, the default).
     """
 
     def __init__(
@@ -231,12 +233,15 @@ class Simulator:
         clock: Callable[[], float] = time.time,
         faults: FaultPlan | None = None,
         rate_limit: bool = True,
+        state_cache: float = 0.0,
     ) -> None:
         from exporter.simulator import aliyun, tencent  # the cloud modules import core
 
         self._initial = _Config(seed, images_per_region)
         self.clock = clock
-        self.fleet = Fleet(seed=seed, images_per_region=images_per_region, clock=clock)
+        self.fleet = Fleet(
+            seed=seed, images_per_region=images_per_region, clock=clock, state_cache=state_cache
+        )
         self.faults = faults if faults is not None else FaultPlan(seed=seed)
         self.request_counts: collections.Counter[tuple[str, str]] = collections.Counter()
         # Known credentials (key id -> secret); tests may add more.
@@ -282,7 +287,9 @@ class Simulator:
     def reseed(self, seed: int, images_per_region: int | None = None) -> None:
         """Replace the fleet by the one of ``seed`` (overrides forgotten)."""
         ipr = self.fleet.images_per_region if images_per_region is None else images_per_region
-        self.fleet = Fleet(seed=seed, images_per_region=ipr, clock=self.clock)
+        self.fleet = Fleet(
+            seed=seed, images_per_region=ipr, clock=self.clock, state_cache=self.fleet.state_cache
+        )
 
     def reset(self) -> None:
         """Back to the constructor's seed: no faults, overrides, counts, nonces or throttling."""
