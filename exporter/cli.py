@@ -241,6 +241,9 @@ async def serve(
 ) -> int:
     """Run the refresh loop and the web server until SIGINT/SIGTERM, or refresh once."""
     telemetry = Telemetry()
+    # The HTTP threads share the GIL with the refresh loop and the render thread: a 1 ms switch
+    # interval (default 5 ms) bounds how long a probe waits each time it needs the GIL back.
+    sys.setswitchinterval(0.001)
     timeout = httpx.Timeout(15.0, connect=5.0)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}

@@ -162,6 +162,10 @@ def make_handler(
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"imagesec-exporter/{__version__}"
+        # Small parts (family headers, the health tail) go out in few segments, not one
+        # Nagle-delayed write each; parts bigger than the buffer are written without a copy.
+        wbufsize = 1 << 16
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("http %s", format % args)
