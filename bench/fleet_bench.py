@@ -145,14 +145,11 @@ def self_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     """The exporter's self-metrics (the per-image lines are skipped before parsing)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = get(port, "/metrics", gzip_ok=True).decode()
-    small = "\n".join(
-        line
-        for line in text.splitlines()
-        if line.startswith("imagesec_") and not line.startswith("imagesec_image_")
-    )
+    text = get(port, "/metrics", gzip_ok=True)
+    # The self-metrics follow the per-image families, starting with imagesec_up.
+    small = text[text.find(b"# HELP imagesec_up ") :].decode()
     out = {}
-    for family in text_string_to_metric_families(small + "\n"):
+    for family in text_string_to_metric_families(small):
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
