@@ -230,6 +230,31 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         (*SOURCE_LABELS, "result"),
     ),
     MetricSpec(
+        "imagesec_http_rejected_requests",
+        Kind.COUNTER,
+        "HTTP requests or connections the exporter refused, by reason (max_connections, "
+        "max_requests, rate_limit, unauthorized, password_too_long, forbidden_san, write_timeout)",
+        ("reason",),
+    ),
+    MetricSpec(
+        "imagesec_http_connections",
+        Kind.GAUGE,
+        "Established HTTP connections to the exporter",
+        (),
+    ),
+    MetricSpec(
+        "imagesec_config_last_reload_successful",
+        Kind.GAUGE,
+        "1 if the last reload of the file (config, web_config) succeeded, else 0",
+        ("file",),
+    ),
+    MetricSpec(
+        "imagesec_config_last_reload_success_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time of the last successful load of the file (config, web_config)",
+        ("file",),
+    ),
+    MetricSpec(
         "imagesec_build_info",
         Kind.GAUGE,
         "Build information of the exporter; always 1",
