@@ -64,9 +64,13 @@ class Refresher:
         self.on_snapshot = on_snapshot
         self._states = {s.key: SourceState(key=s.key, interval=s.interval) for s in sources}
         self._attempted = {s.key: asyncio.Event() for s in sources}
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: dict[SourceKey, asyncio.Task[None]] = {}
         self.snapshot = Snapshot(dict(self._states))
 
     def _publish(self, state: SourceState) -> None:
+        if state.key not in self._states:  # removed by reconfigure() while it refreshed
+            return
         self._states[state.key] = state
         self.snapshot = Snapshot(dict(self._states))
         if self.on_snapshot is not None:
@@ -155,5 +159,48 @@ class Refresher:
     async def run(self) -> None:
         """Refresh every source on its own interval until cancelled."""
         async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(asyncio.Event().wait(), name="keep running")  # sources may change
             for source in self.sources:
-                group.create_task(self._loop(source), name=f"refresh {source.key}")
+                self._start(source)
+
+    def _start(self, source: Source) -> None:
+        if self._group is not None:
+            task = self._group.create_task(self._loop(source), name=f"refresh {source.key}")
+            self._tasks[source.key] = task
+
+    def reconfigure(self, sources: Sequence[Source], *, timeout: float | None = None) -> None:
+        """Swap the sources while running (config reload).
+
+        A source object passed again keeps its loop and state; a new key starts pending; a
+        removed key stops and its series go; a replaced object under a kept key keeps the last
+        good data and refreshes at once with its new settings.
+        """
+        keys = [s.key for s in sources]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate source keys")
+        if timeout is not None:
+            self._timeout = timeout
+        current = {s.key: s for s in self.sources}
+        self.sources = list(sources)
+        for key in set(self._states) - set(keys):
+            del self._states[key]
+            self._attempted.pop(key, None)
+            if (task := self._tasks.pop(key, None)) is not None:
+                task.cancel()
+        for source in sources:
+            if current.get(source.key) is source:
+                continue
+            if (task := self._tasks.pop(source.key, None)) is not None:
+                task.cancel()
+            state = self._states.get(source.key)
+            self._states[source.key] = (
+                replace(state, interval=source.interval)
+                if state is not None
+                else SourceState(key=source.key, interval=source.interval)
+            )
+            self._attempted.setdefault(source.key, asyncio.Event())
+            self._start(source)
+        self.snapshot = Snapshot(dict(self._states))
+        if self.on_snapshot is not None:
+            self.on_snapshot(self.snapshot)

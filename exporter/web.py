@@ -353,6 +353,8 @@ def systemd_sockets(env: dict[str, str] | None = None) -> list[socket.socket]:
 class _Server(web.Server):
     """aiohttp's server with a bound on established connections (the excess closed, counted)."""
 
+    connections: list[RequestHandler]
+
     def __init__(self, *args: Any, limit: int, on_reject: Callable[[], None], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.open = 0
@@ -363,8 +365,19 @@ class _Server(web.Server):
         super().connection_made(handler, transport)
         self.open += 1
         if self._limit and self.open > self._limit:
+            # Make room by closing the oldest connection with no request in progress (idle
+            # keep-alive or still sending headers), as nginx reuses idle keep-alive slots, so a
+            # crowd of idle clients cannot lock scrapers out; else refuse the newcomer.
             self._on_reject()
-            transport.abort()
+            victim = next(
+                (
+                    h.transport
+                    for h in self.connections
+                    if h is not handler and not getattr(h, "_request_in_progress", True)
+                ),
+                None,
+            )
+            (victim or transport).abort()
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         super().connection_lost(handler, exc)
