@@ -369,15 +369,17 @@ class _Server(web.Server):
             # keep-alive or still sending headers), as nginx reuses idle keep-alive slots, so a
             # crowd of idle clients cannot lock scrapers out; else refuse the newcomer.
             self._on_reject()
-            victim = next(
-                (
-                    h.transport
-                    for h in self.connections
-                    if h is not handler and not getattr(h, "_request_in_progress", True)
-                ),
-                None,
-            )
-            (victim or transport).abort()
+            for other in self.connections:
+                victim = other.transport
+                if (
+                    other is not handler
+                    and victim is not None
+                    and not victim.is_closing()
+                    and not getattr(other, "_request_in_progress", True)
+                ):
+                    victim.abort()
+                    return
+            transport.abort()
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         super().connection_lost(handler, exc)

@@ -19,7 +19,6 @@ from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, So
 from exporter.telemetry import Telemetry
 from exporter.web import (
     ExpositionStore,
-    WebConfig,
     WebServer,
     load_web_config,
     parse_listen_address,
