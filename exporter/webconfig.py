@@ -264,6 +264,8 @@ def _problems(err: ValidationError, path: Path) -> list[ConfigProblem]:
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "string_pattern_mismatch":
             message = "not a bcrypt hash ($2a$/$2b$/$2y$, cost 04-31)"
+        elif e["type"] == "model_type":
+            message = "must be a mapping of settings"
         elif e["type"] == "extra_forbidden":
             message = "unknown key (not part of the exporter-toolkit web config)"
         out.append(ConfigProblem(f"{path}: {where}" if where else str(path), message))
