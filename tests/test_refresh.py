@@ -131,3 +131,43 @@ async def test_run_loops_each_source_on_its_interval() -> None:
 def test_duplicate_sources_are_a_bug() -> None:
     with pytest.raises(ValueError):
         Refresher([FakeSource("x"), FakeSource("x")], telemetry=Telemetry())
+
+
+async def test_reconfigure_keeps_unchanged_sources_and_the_last_good_data_of_changed_ones(
+    clock: FakeClock,
+) -> None:
+    kept, changed, removed = (
+        FakeSource("sas_images"),
+        FakeSource("sas_image_risk"),
+        FakeSource("sas_malicious"),
+    )
+    refresher = Refresher([kept, changed, removed], telemetry=Telemetry(), clock=clock)
+    published: list[object] = []
+    refresher.on_snapshot = published.append
+    task = asyncio.create_task(refresher.run())
+    try:
+        async with asyncio.timeout(10):
+            while not refresher.snapshot.ready():
+                await asyncio.sleep(0.01)
+        before = refresher.snapshot
+        replacement, added = FakeSource("sas_image_risk"), FakeSource("sas_baseline")
+        replacement.interval, replacement.hang = 120.0, True
+        refresher.reconfigure([kept, replacement, added], timeout=30)
+        after = refresher.snapshot
+        assert published[-1] is after
+        assert set(after.sources) == {kept.key, changed.key, added.key}
+        assert after.sources[changed.key].data == before.sources[changed.key].data
+        assert after.sources[changed.key].interval == 120.0
+        assert after.sources[kept.key] == before.sources[kept.key]
+        async with asyncio.timeout(10):
+            while not refresher.snapshot.sources[added.key].attempted:
+                await asyncio.sleep(0.01)
+        assert len(kept.upstreams) == 1  # its loop was not restarted
+        assert len(replacement.upstreams) == 1  # the new object refreshes at once
+        assert removed.key not in refresher.snapshot.sources
+        with pytest.raises(ValueError):
+            refresher.reconfigure([kept, kept])
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
