@@ -296,3 +296,34 @@ def test_sighup_and_reload_endpoint_reload_the_config_and_keep_the_others_data(t
             _, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err.decode()[-3000:]
         assert b"config reload failed" in err and b"Traceback" not in err
+
+
+def test_systemd_socket_activation_serves_on_the_passed_socket() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port, fd = listener.getsockname()[1], listener.fileno()
+        # What systemd does: the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID of the service.
+        launcher = (
+            f"import os, sys; os.dup2({fd}, 3); "
+            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+        )
+        args = ["-m", "exporter", "--demo", "--web.systemd-socket"]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, *args],
+            pass_fds=(fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            status = 0
+            while time.monotonic() < deadline and status != 200:
+                try:
+                    status = httpx.get(f"http://127.0.0.1:{port}/-/healthy", timeout=2).status_code
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+    assert status == 200, err.decode()[-2000:]
+    assert proc.returncode == 0, err.decode()[-2000:]
