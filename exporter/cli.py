@@ -26,11 +26,11 @@ from exporter.config import (
     resolve_all,
 )
 from exporter.errors import ConfigError, ConfigProblem
+from exporter.exposition import ExpositionStore
 from exporter.refresh import Refresher, Source
 from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
 from exporter.web import (
-    ExpositionStore,
     Limits,
     ReloadStatus,
     WebServer,

@@ -1,7 +1,7 @@
 """HTTP: /metrics, the landing page, /-/healthy, /-/ready and /-/reload, with TLS and basic auth.
 
 A scrape never calls a cloud API and never renders the per-image families: those are rendered
-once per snapshot swap by ``ExpositionStore`` (plain and gzip), so a scrape writes shared
+once per change by ``ExpositionStore`` (exporter/exposition.py), so a scrape writes shared
 immutable chunks plus a render of the small self-metrics.
 
 The server is aiohttp's low-level HTTP/1.1 server on its own event loop in its own thread, so a
@@ -23,7 +23,6 @@ import socket
 import ssl
 import threading
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +31,13 @@ from typing import Any
 import aiohttp.web_response
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
-from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
-from prometheus_client.exposition import generate_latest
+from prometheus_client import GCCollector, ProcessCollector
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.collector import HealthCollector, render_images
 from exporter.errors import ConfigError, ConfigProblem
+from exporter.exposition import ExpositionStore, body_length
 from exporter.metrics import CATALOGUE
 from exporter.model import Snapshot
 from exporter.telemetry import Telemetry
@@ -62,107 +60,12 @@ __all__ = [
     "landing_page",
     "load_web_config",
     "parse_listen_address",
-    "render_images",
 ]
 
 log = logging.getLogger(__name__)
 
 # The classic text format: every name we emit is a legacy-valid Prometheus name.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class Exposition:
-    """The per-image exposition of one snapshot, plain and as an unfinished gzip stream.
-
-    The gzip stream is kept open (a zlib compressor and the bytes it produced so far), so each
-    scrape appends the live self-metrics by compressing only those, on a copy of the compressor,
-    and gets a single well-formed gzip member without recompressing the per-image part.
-    """
-
-    def __init__(self, plain: bytes) -> None:
-        self.plain = plain
-        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip wrapper
-        self._prefix = self._compressor.compress(plain)
-        self._lock = threading.Lock()
-
-    def gzipped(self, tail: bytes) -> bytes:
-        """One gzip member holding ``plain + tail``."""
-        with self._lock:
-            compressor = self._compressor.copy()
-        return self._prefix + compressor.compress(tail) + compressor.flush()
-
-
-class ExpositionStore:
-    """Holds the pre-rendered per-image exposition; re-renders in a thread when told of a swap.
-
-    Swaps arriving while a render runs coalesce: the renderer always takes the newest snapshot.
-    """
-
-    def __init__(self, snapshot: Snapshot, telemetry: Telemetry) -> None:
-        self._snapshot = snapshot
-        self.health = CollectorRegistry(auto_describe=False)
-        self.health.register(HealthCollector(lambda: self._snapshot, telemetry))
-        self._pending: Snapshot | None = None
-        self._wake = threading.Condition()
-        self._stopped = False
-        self.exposition = self._render(snapshot)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
-
-    def _render(self, snapshot: Snapshot) -> Exposition:
-        return Exposition(render_images(snapshot))
-
-    def update(self, snapshot: Snapshot) -> None:
-        """Take a new snapshot: health is live at once; the image part renders in the background."""
-        self._snapshot = snapshot
-        if self._thread is None:
-            self.exposition = self._render(snapshot)
-            return
-        with self._wake:
-            self._pending = snapshot
-            self._wake.notify()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="render", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopped = True
-            self._wake.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while self._pending is None and not self._stopped:
-                    self._wake.wait()
-                if self._stopped:
-                    return
-                snapshot, self._pending = self._pending, None
-            assert snapshot is not None
-            try:
-                self.exposition = self._render(snapshot)
-            except Exception:  # keep serving the previous exposition
-                log.exception("render failed")
-
-    def scrape_parts(self, accept_gzip: bool) -> Sequence[bytes]:
-        """Immutable chunks whose concatenation is one scrape's body (with gzip: one member).
-
-        Plain: the cached per-image bytes (shared by every scrape, not copied), then the live
-        self-metrics. The server writes the parts in order without joining them.
-        """
-        health = generate_latest(self.health)
-        exposition = self.exposition
-        if accept_gzip:
-            return (exposition.gzipped(health),)
-        return (exposition.plain, health)
-
-    def scrape(self, accept_gzip: bool) -> bytes:
-        """One scrape's body as a single bytes object (``--once`` and tests)."""
-        return b"".join(self.scrape_parts(accept_gzip))
 
 
 def _age(now: float, then: float | None) -> str:
@@ -695,7 +598,7 @@ class WebServer:
             if accept_gzip:
                 response.headers["Content-Encoding"] = "gzip"
             self._decorate(live, response, None)
-            response.content_length = sum(len(p) for p in parts)
+            response.content_length = body_length(parts)
             step = self._limits.write_chunk
             try:
                 async with asyncio.timeout(self._limits.write_timeout):

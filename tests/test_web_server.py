@@ -14,8 +14,9 @@ import bcrypt
 import httpx
 import pytest
 
+from exporter.exposition import Exposition, make_chunk
 from exporter.telemetry import Telemetry
-from exporter.web import Exposition, Limits, WebServer, load_web_config
+from exporter.web import Limits, WebServer, load_web_config
 from exporter.webconfig import Authenticator, Verdict
 from tests.conftest import require_tool
 from tests.webtls import Pki, client_context, make_pki, make_store, running, wait_for
@@ -227,7 +228,9 @@ def test_idle_connection_is_closed_after_the_idle_timeout() -> None:
 def test_scrapes_beyond_max_requests_get_503_and_a_stalled_reader_is_cut() -> None:
     telemetry = Telemetry()
     store = make_store(telemetry=telemetry)
-    store.exposition = Exposition(b"# filler\n" * 4_000_000)  # 36 MB: more than socket buffers
+    store.exposition = Exposition.assemble(
+        [make_chunk(b"# filler\n" * 4_000_000)]
+    )  # 36 MB: more than socket buffers
     limits = Limits(max_requests=1, write_timeout=1.0)
     with serve(store=store, telemetry=telemetry, limits=limits) as base:
         host, port = base.removeprefix("http://").rsplit(":", 1)

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.exposition import ExpositionStore
 from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, SourceState
 from exporter.telemetry import Telemetry
-from exporter.web import ExpositionStore, WebServer
+from exporter.web import WebServer
 from tests.conftest import require_tool
 
 KEY = SourceKey("aliyun", "prod", "cn-shanghai", "sas_images")
