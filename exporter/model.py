@@ -70,22 +70,34 @@ class ImageRef:
     """What dependent collectors need to know about an image the inventory listed.
 
     ``native_id`` is the vendor's key for per-image calls (Sas ``Uuid``, TCSS ``ImageID``);
-    ``scan_marker`` changes whenever the vendor's scan result for the image changes, and keys
-    the per-image caches.
+    ``scan_marker`` changes when the vendor's result for the image can have changed (a finished
+    scan's time, its counts), not on every stage of a running scan, and keys the per-image
+    caches. ``stage`` is the scan's current stage as the inventory shows it (Sas ``ScaStatus``,
+    TCSS ``ScanStatus``): caches of results that follow a running scan (TCSS details) look
+    again when it moves, at most once per floor interval.
     """
 
     key: ImageKey
     native_id: str
     scan_marker: str
     vulnerabilities: int | None = None
+    stage: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SourceData:
-    """The result of one successful refresh of a source."""
+    """The result of one successful refresh of a source.
+
+    ``completeness`` is the share of the pass's images it covers (below 1 while a per-image
+    pass is still under way: published progress, or a pass that resumes in the next attempt).
+    ``skipped`` counts the images the inventory left out, by reason (config filters and
+    bounds: ``imagesec_images_skipped``).
+    """
 
     samples: tuple[Sample, ...] = ()
     images: tuple[ImageRef, ...] = ()
+    completeness: float = 1.0
+    skipped: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import get_args
 
 from exporter.clouds.aliyun.api import (
     SasClient,
-    count_image_vulnerabilities,
+    count_vulnerabilities_by_necessity,
     describe_affected_malicious_file_images,
     describe_image_baseline_check_result,
     list_image_risk,
 )
 from exporter.clouds.aliyun.schemas import AffectedMaliciousFile, MalwareLevel, parse_statistics
 from exporter.clouds.aliyun.source import sas_key
-from exporter.clouds.fanout import DEFAULT_TTL, DetailFanOut
+from exporter.clouds.fanout import DEFAULT_PUBLISH_EVERY, DEFAULT_TTL, DetailFanOut
 from exporter.metrics import BASELINE_SEVERITIES, REGISTRATION_STATUSES
 from exporter.model import ImageRef, Sample, SourceData, SourceKey, optional, stateset
 from exporter.normalise import (
@@ -61,30 +62,48 @@ class _PerImageSource:
         concurrency: int,
         ttl: float = DEFAULT_TTL,
         timer: Callable[[], float] = time.monotonic,
+        publish_every: float = DEFAULT_PUBLISH_EVERY,
     ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
+        self.on_progress: Callable[[SourceData], None] | None = None
         self.details: DetailFanOut[Counts] = DetailFanOut(
-            key, telemetry, concurrency=concurrency, ttl=ttl, timer=timer
+            key,
+            telemetry,
+            concurrency=concurrency,
+            ttl=ttl,
+            timer=timer,
+            publish_every=publish_every,
         )
         client.declare(self.action)
 
     def cache_key(self, ref: ImageRef) -> Hashable:
+        """The image's id and scan marker (finished scan time and counts, not the stage)."""
         return (ref.native_id, ref.scan_marker)
 
     async def lookup(self, ref: ImageRef) -> Counts:
         raise NotImplementedError
 
-    async def refresh(self, upstream: SourceData | None) -> SourceData:
-        found = await self.details.run(_images(upstream), self.cache_key, self.lookup)
+    @staticmethod
+    def _data(metric: str, found: list[tuple[ImageRef, Counts]]) -> SourceData:
         samples = [
-            Sample(self.metric, ref.key, float(value), (label,))
+            Sample(metric, ref.key, float(value), (label,))
             for ref, counts in found
             for label, value in counts
         ]
         return SourceData(samples=tuple(samples), images=tuple(ref for ref, _ in found))
+
+    def _progress(self, found: list[tuple[ImageRef, Counts]], done: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress(replace(self._data(self.metric, found), completeness=done))
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        found = await self.details.run(
+            _images(upstream), self.cache_key, self.lookup, self._progress
+        )
+        return self._data(self.metric, found)
 
 
 class SasBaselineSource(_PerImageSource):
@@ -116,10 +135,12 @@ class SasVulnerabilitiesSource(_PerImageSource):
     Sas ranks image vulnerabilities by ``Necessity``, a fix priority rather than a CVSS
     severity: asap=high, later=medium, nntf=low (exporter/normalise.py); Sas has no critical.
     Counted are the ``Type=cve`` records (the only type the action takes: system packages)
-    with status unfixed or being fixed. Each count is one call with a Necessity filter and
-    ``PageSize=1`` whose ``TotalCount`` is read, so an image costs three calls however many
-    vulnerabilities it has. Looked up again only when the image's scan marker or its
-    vulnerability total changes::
+    with status unfixed or being fixed. An image with up to 100 of them costs one call: one
+    page of records, counted by their ``Necessity``; up to 300, a call per page; beyond, or
+    when the records do not add up, three calls (a ``Necessity`` filter and ``PageSize=1``
+    each, ``TotalCount`` read): see ``count_vulnerabilities_by_necessity`` and the README's
+    cost table. Looked up again only when the image's finished scan time or its
+    vulnerability total changes, not as a running scan moves through its stages::
 
         # HELP imagesec_image_vulnerabilities_by_severity Vulnerabilities by severity (TCSS *LevelVulCnt; Sas: fix priority asap=high, later=medium, nntf=low) (cached, refreshed every 900s).
         # TYPE imagesec_image_vulnerabilities_by_severity gauge
@@ -133,11 +154,10 @@ class SasVulnerabilitiesSource(_PerImageSource):
         return (ref.native_id, ref.scan_marker, ref.vulnerabilities)
 
     async def lookup(self, ref: ImageRef) -> Counts:
-        counts = []
-        for necessity, severity in SAS_NECESSITY_SEVERITY.items():
-            total = await count_image_vulnerabilities(self.client, ref.native_id, necessity)
-            counts.append((severity, total))
-        return tuple(counts)
+        counts = await count_vulnerabilities_by_necessity(
+            self.client, ref.native_id, tuple(SAS_NECESSITY_SEVERITY), ref.vulnerabilities
+        )
+        return tuple((SAS_NECESSITY_SEVERITY[n], total) for n, total in counts.items())
 
 
 class SasMaliciousSource:

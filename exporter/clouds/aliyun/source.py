@@ -62,6 +62,16 @@ def instance_samples(row: ImageInstance, key: ImageKey) -> list[Sample]:
     return samples
 
 
+def scan_marker(row: ImageInstance) -> str:
+    """What keys the per-image caches: the last finished scan's time and the counts.
+
+    Not ``ScaStatus``: it moves through about ten stages during one scan while the results
+    (those of the previous scan) stay the same, so keying on it re-fetched every image
+    several times per scan.
+    """
+    return f"{row.last_scan_time}|{row.vul_count}|{row.hc_count}"
+
+
 class SasImagesSource:
     """sas_images: the image inventory (DescribeImageInstances)."""
 
@@ -79,6 +89,5 @@ class SasImagesSource:
         for row in rows:
             key = image_key(row, self.key.account, self.key.region)
             samples += instance_samples(row, key)
-            marker = f"{row.last_scan_time}|{row.sca_status}|{row.vul_count}|{row.hc_count}"
-            images.append(ImageRef(key, row.uuid, marker, row.vul_count))
+            images.append(ImageRef(key, row.uuid, scan_marker(row), row.vul_count, row.sca_status))
         return SourceData(samples=tuple(samples), images=tuple(images))
