@@ -89,5 +89,6 @@ class SasImagesSource:
         for row in rows:
             key = image_key(row, self.key.account, self.key.region)
             samples += instance_samples(row, key)
-            images.append(ImageRef(key, row.uuid, scan_marker(row), row.vul_count, row.sca_status))
+            ref = ImageRef(key, row.uuid, scan_marker(row), row.vul_count, row.sca_status or "")
+            images.append(ref)
         return SourceData(samples=tuple(samples), images=tuple(images))
