@@ -30,7 +30,7 @@ from exporter.metrics import (
     CATALOGUE,
     IMAGE_LABELS,
     IMAGE_METRICS,
-    INVENTORY_SOURCES,
+    LISTING_SOURCES,
     SELF_METRICS,
     SKIP_REASONS,
     Kind,
@@ -137,11 +137,11 @@ def render_images(snapshot: Snapshot) -> bytes:
 
 
 def _skipped(states: list[SourceState]) -> Metric:
-    """``imagesec_images_skipped``: every reason of every inventory source, 0 when none."""
+    """``imagesec_images_skipped``: every reason of every listing source, 0 when none."""
     spec = CATALOGUE["imagesec_images_skipped"]
     family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
     for state in states:
-        if state.key.source not in INVENTORY_SOURCES:
+        if state.key.source not in LISTING_SOURCES:
             continue
         skipped = dict(state.data.skipped) if state.data else {}
         for reason in SKIP_REASONS:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -99,6 +100,31 @@ class Credentials(StrictModel):
     session_token_file: Path | None = None
 
 
+def _regexes(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"not a regular expression: {pattern!r} ({err})") from None
+    return patterns
+
+
+Regexes = Annotated[list[str], AfterValidator(_regexes)]
+
+DEFAULT_MAX_IMAGES = 50_000
+
+
+class ImageFilters(StrictModel):
+    """Which listed images an account exports (exporter/filters.py, README "Filters")."""
+
+    repo_include: Regexes = []
+    repo_exclude: Regexes = []
+    tag_include: Regexes = []
+    tag_exclude: Regexes = []
+    newest_tags: int | None = Field(default=None, ge=1)
+    max_images: int = Field(default=DEFAULT_MAX_IMAGES, ge=1, le=1_000_000)
+
+
 class Account(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     provider: Literal["aliyun", "tencent"]
@@ -108,6 +134,7 @@ class Account(StrictModel):
     credentials: Credentials = Credentials()
     collectors: dict[str, CollectorSettings] = {}
     rate_limit: float | None = Field(default=None, gt=0, description="requests/s per action")
+    images: ImageFilters = ImageFilters()
 
     @field_validator("regions")
     @classmethod
@@ -166,6 +193,8 @@ class RefreshSettings(StrictModel):
     timeout: Duration = 600.0
     concurrency: int = Field(default=8, ge=1, le=64)
     max_attempts: int = Field(default=4, ge=1, le=10)
+    progress_interval: Duration = 10.0  # a per-image pass publishes what it has this often
+    stage_floor: Duration = 300.0  # a TCSS detail is re-fetched on a stage change after this
 
 
 class Config(StrictModel):

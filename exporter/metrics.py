@@ -74,8 +74,8 @@ SCAN_STATUSES = ("not_scanned", "pending", "scanning", "succeeded", "failed", "t
 IN_USE_FINDINGS = ("baseline", "new_suspicious", "vulnerability")
 # Why an inventory left an image out (config filters and bounds, exporter/filters.py).
 SKIP_REASONS = ("repo_filter", "tag_filter", "newest_tags", "max_images")
-INVENTORY_SOURCES = ("sas_images", "tcss_images")
-"""The collectors that list images; the per-image collectors fan out over their lists."""
+LISTING_SOURCES = ("sas_images", "sas_image_risk", "tcss_images")
+"""The collectors that list images themselves (the account's image filters apply to them)."""
 REGISTRATION_STATUSES = ("in_sas", "not_in_sas", "unknown")
 
 

@@ -27,6 +27,7 @@ from exporter.clouds.tencent.signing import TC3Auth, utc_now_seconds
 from exporter.clouds.tencent.source import TcssImageDetailSource, TcssImagesSource
 from exporter.config import COLLECTORS, Account, AccountId, Config, ResolvedCredentials
 from exporter.errors import ConfigError, ConfigProblem
+from exporter.filters import ImageFilter
 from exporter.model import SourceKey
 from exporter.refresh import Source
 from exporter.telemetry import Telemetry
@@ -55,6 +56,10 @@ class Context:
 
     def retry(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.config.refresh.max_attempts)
+
+    def filters(self) -> ImageFilter:
+        """The account's image filters (``accounts[].images``)."""
+        return ImageFilter(**self.account.images.model_dump())
 
 
 def base_url(endpoint: str | None, default_host: str) -> str:
@@ -137,23 +142,28 @@ def per_image(cls: type[SasBaselineSource] | type[SasVulnerabilitiesSource]) -> 
         ctx.telemetry,
         depends_on=ctx.depends(name),
         concurrency=ctx.config.refresh.concurrency,
+        publish_every=ctx.config.refresh.progress_interval,
     )
 
 
 FACTORIES: dict[str, Factory] = {
     "sas_images": lambda ctx, name, interval: SasImagesSource(
-        ctx.key(name), interval, sas_client(ctx)
+        ctx.key(name), interval, sas_client(ctx), ctx.filters()
     ),
     "sas_baseline": per_image(SasBaselineSource),
     "sas_vulnerabilities": per_image(SasVulnerabilitiesSource),
     "sas_malicious": lambda ctx, name, interval: SasMaliciousSource(
-        ctx.key(name), interval, sas_client(ctx), depends_on=ctx.depends(name)
+        ctx.key(name),
+        interval,
+        sas_client(ctx),
+        depends_on=ctx.depends(name),
+        filters=ctx.filters(),
     ),
     "sas_image_risk": lambda ctx, name, interval: SasImageRiskSource(
-        ctx.key(name), interval, sas_client(ctx)
+        ctx.key(name), interval, sas_client(ctx), ctx.filters()
     ),
     "tcss_images": lambda ctx, name, interval: TcssImagesSource(
-        ctx.key(name), interval, tcss_client(ctx)
+        ctx.key(name), interval, tcss_client(ctx), ctx.filters()
     ),
     "tcss_image_detail": lambda ctx, name, interval: TcssImageDetailSource(
         ctx.key(name),
@@ -162,6 +172,8 @@ FACTORIES: dict[str, Factory] = {
         depends_on=ctx.depends(name),
         telemetry=ctx.telemetry,
         concurrency=ctx.config.refresh.concurrency,
+        stage_floor=ctx.config.refresh.stage_floor,
+        publish_every=ctx.config.refresh.progress_interval,
     ),
 }
 

@@ -23,6 +23,7 @@ from exporter.clouds.aliyun.api import (
 from exporter.clouds.aliyun.schemas import AffectedMaliciousFile, MalwareLevel, parse_statistics
 from exporter.clouds.aliyun.source import sas_key
 from exporter.clouds.fanout import DEFAULT_PUBLISH_EVERY, DEFAULT_TTL, DetailFanOut
+from exporter.filters import NO_FILTER, ImageFilter, Listed
 from exporter.metrics import BASELINE_SEVERITIES, REGISTRATION_STATUSES
 from exporter.model import ImageRef, Sample, SourceData, SourceKey, optional, stateset
 from exporter.normalise import (
@@ -169,7 +170,9 @@ class SasMaliciousSource:
     inventory and every image with a row gets the full level x status grid, so "no malware"
     is a visible 0. A row whose ImageUuid the inventory does not know (yet) is still exported,
     keyed by its own RepoName/Namespace/Tag/RepoRegionId, which are the labels the inventory
-    gives the same image::
+    gives the same image, if the account's image filters keep it: its repo and tag patterns,
+    and none at all while the inventory drops images for ``newest_tags`` or ``max_images``
+    (the row could be one of them)::
 
         # HELP imagesec_image_malicious_samples Malicious samples found in the image by level and handling status (cached, refreshed every 900s).
         # TYPE imagesec_image_malicious_samples gauge
@@ -186,11 +189,13 @@ class SasMaliciousSource:
         client: SasClient,
         *,
         depends_on: SourceKey | None,
+        filters: ImageFilter = NO_FILTER,
     ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
+        self.filters = filters
         client.declare(self.action)
 
     def _row_ref(self, row: AffectedMaliciousFile) -> ImageRef:
@@ -209,8 +214,12 @@ class SasMaliciousSource:
         rows = await describe_affected_malicious_file_images(self.client)
         refs = {ref.native_id: ref for ref in _images(upstream)}
         files: dict[str, dict[tuple[str, str], set[tuple[str, str]]]] = {u: {} for u in refs}
+        skipped = dict(upstream.skipped) if upstream is not None else {}
+        truncated = skipped.get("newest_tags", 0) + skipped.get("max_images", 0) > 0
         for row in rows:
             if row.image_uuid not in refs:
+                if truncated or not self.filters.allows(row.namespace, row.repo_name, row.tag):
+                    continue
                 refs[row.image_uuid] = self._row_ref(row)
             cell = (row.level, SAS_MALWARE_STATUS[row.status])
             grid = files.setdefault(row.image_uuid, {})
@@ -231,7 +240,9 @@ class SasImageRiskSource:
     seed's sample) becomes ``imagesec_image_in_use_findings{finding}``: a key it lacks gives no
     sample. A value that does not parse counts the row in ``imagesec_invalid_rows`` and drops
     only its statistics: the row's registration status (``ImageAccessType``) is still
-    exported::
+    exported. The account's repo and tag patterns and ``max_images`` apply to its rows;
+    ``newest_tags`` does not (ListImageRisk gives no creation time; images in use are
+    exported whatever their age)::
 
         # TYPE imagesec_image_in_use_findings gauge
         imagesec_image_in_use_findings{provider="aliyun",...,image_id="6247...",finding="new_suspicious"} 0.0
@@ -241,15 +252,26 @@ class SasImageRiskSource:
 
     action = "ListImageRisk"
 
-    def __init__(self, key: SourceKey, interval: float, client: SasClient) -> None:
+    def __init__(
+        self,
+        key: SourceKey,
+        interval: float,
+        client: SasClient,
+        filters: ImageFilter = NO_FILTER,
+    ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on: SourceKey | None = None
         self.client = client
+        self.filters = filters
         client.declare(self.action)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
-        rows = await list_image_risk(self.client)
+        rows, skipped = self.filters.apply(
+            await list_image_risk(self.client),
+            lambda r: Listed(r.repo_namespace, r.repo_name, r.tag, None, r.uuid),
+            rank=False,
+        )
         report = self.client.invalid_row(self.action)
         samples: list[Sample] = []
         images: list[ImageRef] = []
@@ -282,4 +304,4 @@ class SasImageRiskSource:
             }
             for finding, value in findings.items():
                 samples += optional("imagesec_image_in_use_findings", key, value, finding)
-        return SourceData(samples=tuple(samples), images=tuple(images))
+        return SourceData(samples=tuple(samples), images=tuple(images), skipped=skipped)

@@ -32,6 +32,7 @@ from exporter.clouds.tencent.api import (
 )
 from exporter.clouds.tencent.schemas import ImageDetail, ImagesInfo
 from exporter.errors import PayloadError, RequestError, SourceError
+from exporter.filters import NO_FILTER, ImageFilter, Listed
 from exporter.metrics import SCAN_STATUSES, SEVERITIES
 from exporter.model import (
     ImageKey,
@@ -151,25 +152,40 @@ def detail_samples(detail: ImageDetail, key: ImageKey) -> list[Sample]:
 
 
 class TcssImagesSource:
-    """tcss_images: the image inventory (DescribeAssetImageList)."""
+    """tcss_images: the image inventory (DescribeAssetImageList), filtered per the account."""
 
-    def __init__(self, key: SourceKey, interval: float, client: TcssClient) -> None:
+    def __init__(
+        self,
+        key: SourceKey,
+        interval: float,
+        client: TcssClient,
+        filters: ImageFilter = NO_FILTER,
+    ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on: SourceKey | None = None
         self.client = client
+        self.filters = filters
         client.declare(LIST_ACTION)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
-        rows = await describe_asset_image_list(self.client)
+        keyed = [
+            (image_key(row.image_name, row.image_id, self.key.account, self.key.region), row)
+            for row in await describe_asset_image_list(self.client)
+        ]
+        kept, skipped = self.filters.apply(
+            keyed,
+            lambda kr: Listed(
+                kr[0].repo_namespace, kr[0].repo, kr[0].tag, kr[1].create_time, kr[0].image_id
+            ),
+        )
         samples: list[Sample] = []
         images: list[ImageRef] = []
-        for row in rows:
-            key = image_key(row.image_name, row.image_id, self.key.account, self.key.region)
+        for key, row in kept:
             samples += list_samples(row, key)
             ref = ImageRef(key, row.image_id, scan_marker(row), row.vul_cnt, row.scan_status or "")
             images.append(ref)
-        return SourceData(samples=tuple(samples), images=tuple(images))
+        return SourceData(samples=tuple(samples), images=tuple(images), skipped=skipped)
 
 
 class TcssImageDetailSource:
