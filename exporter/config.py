@@ -195,6 +195,7 @@ class RefreshSettings(StrictModel):
     max_attempts: int = Field(default=4, ge=1, le=10)
     progress_interval: Duration = 10.0  # a per-image pass publishes what it has this often
     stage_floor: Duration = 300.0  # a TCSS detail is re-fetched on a stage change after this
+    estimated_images: int | None = Field(default=None, ge=0)  # per source, for the cost log
 
 
 class Config(StrictModel):

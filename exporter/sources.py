@@ -30,6 +30,7 @@ from exporter.errors import ConfigError, ConfigProblem
 from exporter.filters import ImageFilter
 from exporter.model import SourceKey
 from exporter.refresh import Source
+from exporter.sharding import Shard
 from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -218,8 +219,12 @@ def build_sources(
     http: httpx.AsyncClient,
     *,
     overrides: Mapping[str, bool] | None = None,
+    shard: Shard | None = None,
 ) -> list[Source]:
-    """One source per enabled collector, account and region (``check_collectors`` first)."""
+    """One source per enabled collector, account and region (``check_collectors`` first).
+
+    With ``shard``, only the (account, region) units this replica owns (exporter/sharding.py).
+    """
     problems = check_collectors(config, overrides)
     if problems:
         raise ConfigError(problems)
@@ -228,6 +233,8 @@ def build_sources(
     for account in config.accounts:
         names = enabled_collectors(config, account, overrides)
         for region in account.regions:
+            if shard is not None and not shard.owns(account.provider, account.name, region):
+                continue
             ctx = Context(
                 config,
                 account,
