@@ -145,9 +145,9 @@ def test_shard_flags_and_automatic_sharding_from_the_statefulset_ordinal(
     assert cli.shard_from_args(auto, env={}, hostname="imagesec-exporter-2") == Shard(2, 4)
     with pytest.raises(ValueError, match="no '-<ordinal>' suffix"):
         cli.shard_from_args(auto, env={}, hostname="laptop")
-    with pytest.raises(ValueError, match="must be in 0..3"):
+    with pytest.raises(ValueError, match=r"must be in 0\.\.3"):
         cli.shard_from_args(auto, env={"POD_NAME": "imagesec-exporter-4"})
-    with pytest.raises(ValueError, match="either --shard or --shard.auto"):
+    with pytest.raises(ValueError, match=r"either --shard or --shard\.auto"):
         cli.shard_from_args(parse("--shard", "1", "--shard.auto", "--total-shards", "2"))
     clean_env.setenv("IMAGESEC_TOTAL_SHARDS", "5")
     clean_env.setenv("IMAGESEC_SHARD", "4")
