@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from exporter import cli, sources
@@ -179,3 +181,38 @@ def test_cost_estimate_counts_intervals_and_assumes_the_fleet_when_unknown() -> 
     assert cost.first_pass == 50 + 1000
     assert not estimate(listed, 40).assumed  # type: ignore[arg-type]
     assert estimate(listed, 40).per_day == 2 * 288 + 40  # type: ignore[arg-type]
+
+
+def test_statefulset_example_agrees_with_the_deployment_and_its_flags() -> None:
+    root = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+    base = {d["kind"]: d for p in root.glob("*.yml") for d in yaml.safe_load_all(p.read_text())}
+    sharded = root / "sharded"
+    overlay = yaml.safe_load((sharded / "kustomization.yml").read_text())
+    assert overlay["resources"] == ["../", "statefulset.yml"]
+    (patch,) = overlay["patches"]
+    assert yaml.safe_load(patch["patch"])["kind"] == "Deployment"  # replaced, not doubled
+    objects = {d["kind"]: d for d in yaml.safe_load_all((sharded / "statefulset.yml").read_text())}
+    stateful, headless = objects["StatefulSet"], objects["Service"]
+    assert stateful["spec"]["serviceName"] == headless["metadata"]["name"]
+    assert headless["spec"]["clusterIP"] == "None"
+    (container,) = stateful["spec"]["template"]["spec"]["containers"]
+    (deployed,) = base["Deployment"]["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert "--shard.auto" in args
+    assert f"--total-shards={stateful['spec']['replicas']}" in args
+    assert [a for a in args if "shard" not in a] == deployed["args"]
+    assert container["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ]
+    same = {k: v for k, v in container.items() if k not in ("args", "env")}
+    assert same == {k: v for k, v in deployed.items() if k != "args"}
+    pod = stateful["spec"]["template"]
+    assert {**pod, "spec": {**pod["spec"], "containers": []}} == {
+        **base["Deployment"]["spec"]["template"],
+        "spec": {**base["Deployment"]["spec"]["template"]["spec"], "containers": []},
+    }
+    # The base Service (scraped by the ServiceMonitor) selects every shard; the headless one
+    # is not scraped, so no shard is scraped twice.
+    monitor = base["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert not monitor.items() <= headless["metadata"]["labels"].items()
+    assert base["Service"]["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
