@@ -4,6 +4,7 @@ pass stopped by the timeout that resumes instead of failing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -165,3 +166,42 @@ async def test_a_pass_that_made_no_progress_still_times_out(clock: FakeClock) ->
     state = (await refresher.run_once()).sources[source.key]
     assert not state.up and state.last_error == "refresh took longer than 0.05s"
     assert telemetry.value("imagesec_refresh_failures", (*source.key.labels(), "timeout")) == 1
+
+
+class Resumable:
+    """A source whose first attempt reports half its images, then hangs past the timeout."""
+
+    def __init__(self) -> None:
+        self.key = INVENTORY
+        self.interval = 3600.0
+        self.depends_on = None
+        self.on_progress: Any = None
+        self.attempts = 0
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        self.attempts += 1
+        if self.attempts == 1:
+            self.on_progress(SourceData(images=(image(1),), completeness=0.5))
+            await asyncio.sleep(3600)
+        return SourceData(images=(image(1), image(2)))
+
+
+async def test_an_incomplete_pass_resumes_at_once_not_after_the_interval(
+    clock: FakeClock,
+) -> None:
+    source = Resumable()
+    refresher = Refresher([source], telemetry=Telemetry(), clock=clock, timeout=0.05)
+    task = asyncio.create_task(refresher.run())
+    try:
+        async with asyncio.timeout(5):
+            while source.attempts < 2 or refresher.snapshot.sources[source.key].data is None:
+                await asyncio.sleep(0.01)
+            while refresher.snapshot.sources[source.key].data.completeness < 1:  # type: ignore[union-attr]
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    state = refresher.snapshot.sources[source.key]
+    assert state.up and state.data is not None and len(state.data.images) == 2
+    assert source.attempts == 2  # and then it waits for the interval as usual
