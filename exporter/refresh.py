@@ -170,12 +170,18 @@ class Refresher:
         otherwise what the pass got.
         """
         duration = self._monotonic() - started
+        provider, account, region, name = source.key.labels()
         log.info(
-            "refresh incomplete source=%s images=%d completeness=%.3f duration=%.2fs",
-            source.key,
-            len(partial.images),
-            partial.completeness,
-            duration,
+            "refresh incomplete",
+            extra={
+                "provider": provider,
+                "account": account,
+                "region": region,
+                "source": name,
+                "images": len(partial.images),
+                "completeness": round(partial.completeness, 4),
+                "duration": round(duration, 3),
+            },
         )
         data = partial
         if previous.data is not None and previous.data.completeness >= 1.0:
