@@ -27,12 +27,12 @@ from exporter.config import (
 )
 from exporter.cost import estimate
 from exporter.errors import ConfigError, ConfigProblem
+from exporter.exposition import ExpositionStore
 from exporter.refresh import Refresher, Source
 from exporter.sharding import Shard, ordinal
 from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
 from exporter.web import (
-    ExpositionStore,
     WebConfig,
     WebServer,
     load_web_config,

@@ -41,7 +41,7 @@ from exporter.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 
-def _interval_help(help_: str, intervals: set[float]) -> str:
+def interval_help(help_: str, intervals: set[float]) -> str:
     if not intervals:
         return f"{help_} (cached)."
     low, high = min(intervals), max(intervals)
@@ -53,8 +53,9 @@ def _interval_help(help_: str, intervals: set[float]) -> str:
 def _gather(
     snapshot: Snapshot,
 ) -> tuple[dict[str, dict[tuple[ImageKey, tuple[str, ...]], float]], dict[str, set[float]]]:
-    """Per metric, the series of every source's last good data; a repeated label set keeps its
-    first value (sources sorted, so the choice is stable)."""
+    """Per metric, the series of every source's last good data. An image's series of one family
+    come from the first source (in source order) that has that family for the image; a later
+    source's series of that family for the same image are dropped as duplicates."""
     series: dict[str, dict[tuple[ImageKey, tuple[str, ...]], float]] = {
         m.name: {} for m in IMAGE_METRICS
     }
@@ -64,14 +65,16 @@ def _gather(
         state = snapshot.sources[key]
         if state.data is None:
             continue
-        for sample in state.data.samples:
-            target = series[sample.metric]
-            ident = (sample.image, sample.extra)
-            if ident in target:
-                duplicates += 1
-                continue
-            target[ident] = sample.value
-            intervals[sample.metric].add(state.interval)
+        for name, family in state.data.families.items():
+            target = series[name]
+            owned = {image for image, _ in target}
+            for i, e, value in zip(family.image, family.extra, family.values, strict=True):
+                image = state.data.keys[i]
+                if image in owned:
+                    duplicates += 1
+                    continue
+                target[(image, family.extras[e])] = value
+                intervals[name].add(state.interval)
     if duplicates:
         log.debug("dropped duplicate series count=%d", duplicates)
     return series, intervals
@@ -93,7 +96,7 @@ class ImageCollector(Collector):
             if not values:
                 continue
             family = GaugeMetricFamily(
-                spec.name, _interval_help(spec.help, intervals[spec.name]), labels=spec.labels
+                spec.name, interval_help(spec.help, intervals[spec.name]), labels=spec.labels
             )
             for (image, extra), value in values.items():
                 family.add_metric(image.labels() + extra, value)
@@ -106,9 +109,11 @@ def _escape(value: str) -> str:
 
 
 def render_images(snapshot: Snapshot) -> bytes:
-    """The per-image families in the text format, as ``ImageCollector`` + ``generate_latest``
-    would write them, several times faster: each image's identity labels are escaped once, not
-    once per series (tests/test_collector.py checks the two agree sample for sample)."""
+    """The per-image families of the whole snapshot in the text format, as ``ImageCollector`` +
+    ``generate_latest`` would write them, several times faster: each image's identity labels
+    are escaped once, not once per series (tests/test_collector.py checks the two agree sample
+    for sample). The straightforward render: the exporter serves ``ExpositionStore``'s
+    per-source chunks, which tests/test_exposition.py checks against this."""
     series, intervals = _gather(snapshot)
     prefixes: dict[ImageKey, str] = {}
     chunks: list[bytes] = []  # one per family: bounds the transient list of small strings
@@ -116,7 +121,7 @@ def render_images(snapshot: Snapshot) -> bytes:
         values = series[spec.name]
         if not values:
             continue
-        help_ = _interval_help(spec.help, intervals[spec.name])
+        help_ = interval_help(spec.help, intervals[spec.name])
         help_ = help_.replace("\\", r"\\").replace("\n", r"\n")
         lines = [f"# HELP {spec.name} {help_}\n# TYPE {spec.name} gauge\n"]
         extra_names = spec.labels[len(IMAGE_LABELS) :]

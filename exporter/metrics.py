@@ -102,10 +102,15 @@ IMAGE_METRICS: tuple[MetricSpec, ...] = (
     ),
     _image(
         "imagesec_image_malicious_samples",
-        "Malicious samples found in the image by level and handling status (TCSS VirusCnt has "
-        "no breakdown: level and status unknown)",
+        "Malicious samples found in the image by level and handling status, only where there "
+        "are some (TCSS VirusCnt has no breakdown: level and status unknown)",
         "level",
         "status",
+    ),
+    _image(
+        "imagesec_image_malicious_samples_all",
+        "Malicious samples found in the image over all levels and statuses; present for every "
+        "image the malware collector covers, 0 when none",
     ),
     _image(
         "imagesec_image_alerts",
@@ -126,7 +131,7 @@ IMAGE_METRICS: tuple[MetricSpec, ...] = (
     ),
     _image(
         "imagesec_image_scan_status",
-        "Normalised scan status of the image; exactly one status is 1",
+        "Normalised scan status of the image: one series, the current status, always 1",
         "status",
     ),
     _image(
@@ -165,8 +170,8 @@ IMAGE_METRICS: tuple[MetricSpec, ...] = (
     ),
     _image(
         "imagesec_image_registration_status",
-        "Whether the image in use is registered with Sas (ListImageRisk ImageAccessType); "
-        "exactly one status is 1",
+        "Whether the image in use is registered with Sas (ListImageRisk ImageAccessType): one "
+        "series, the current status, always 1",
         "status",
     ),
 )
@@ -247,6 +252,24 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         Kind.COUNTER,
         "Per-image detail lookups by cache result (hit, miss)",
         (*SOURCE_LABELS, "result"),
+    ),
+    MetricSpec(
+        "imagesec_exposition_renders",
+        Kind.COUNTER,
+        "Renders of the source's part of the exposition (one per change of its data)",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_exposition_render_seconds",
+        Kind.COUNTER,
+        "CPU time spent rendering the source's part of the exposition",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_exposition_render_failures",
+        Kind.COUNTER,
+        "Renders of the source's part that failed (its part is left out until one succeeds)",
+        SOURCE_LABELS,
     ),
     MetricSpec(
         "imagesec_build_info",

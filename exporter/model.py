@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.metrics import CATALOGUE
@@ -85,19 +86,123 @@ class ImageRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Family:
+    """The series of one metric family of one source, in columns (no object per series).
+
+    Series ``i`` is image ``keys[image[i]]`` of the source, extra label values
+    ``extras[extra[i]]`` and value ``values[i]``: 14 bytes per series plus the shared tables.
+    """
+
+    image: array[int]  # 'I': index into SourceData.keys
+    extra: array[int]  # 'I': index into extras
+    extras: tuple[tuple[str, ...], ...]
+    values: array[float]  # 'd'
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class _FamilyBuilder:
+    __slots__ = ("extra", "extras", "image", "seen", "values")
+
+    def __init__(self) -> None:
+        self.image: array[int] = array("I")
+        self.extra: array[int] = array("I")
+        self.extras: dict[tuple[str, ...], int] = {}
+        self.values: array[float] = array("d")
+        self.seen: set[int] = set()
+
+    def add(self, image: int, extra: tuple[str, ...], value: float) -> None:
+        index = self.extras.get(extra)
+        if index is None:
+            index = self.extras[extra] = len(self.extras)
+        ident = image << 32 | index
+        if ident in self.seen:  # a repeated label set keeps its first value
+            return
+        self.seen.add(ident)
+        self.image.append(image)
+        self.extra.append(index)
+        self.values.append(value)
+
+    def build(self) -> Family:
+        return Family(self.image, self.extra, tuple(self.extras), self.values)
+
+
 class SourceData:
-    """The result of one successful refresh of a source.
+    """The result of one successful refresh of a source, held compactly.
+
+    Collectors pass ``Sample`` objects; they are folded at once into per-family columns
+    (``families``) over a table of the source's image keys (``keys``), so the data of a big
+    fleet costs a few bytes per series rather than an object per series. Two SourceData are
+    equal when they would render the same series: the exposition compares a refresh's data
+    with the previous one and renders nothing when they are equal.
 
     ``completeness`` is the share of the pass's images it covers (below 1 while a per-image
     pass is still under way: published progress, or a pass that resumes in the next attempt).
-    ``skipped`` counts the images the inventory left out, by reason (config filters and
-    bounds: ``imagesec_images_skipped``).
+    ``skipped`` counts the images a listing left out, by reason (config filters and bounds:
+    ``imagesec_images_skipped``). Both are health, not series: equality ignores them.
     """
 
-    samples: tuple[Sample, ...] = ()
-    images: tuple[ImageRef, ...] = ()
-    completeness: float = 1.0
-    skipped: tuple[tuple[str, int], ...] = ()
+    __slots__ = ("__weakref__", "completeness", "families", "images", "keys", "skipped")
+
+    def __init__(
+        self,
+        samples: Iterable[Sample] = (),
+        images: Iterable[ImageRef] = (),
+        *,
+        completeness: float = 1.0,
+        skipped: tuple[tuple[str, int], ...] = (),
+    ) -> None:
+        self.images: tuple[ImageRef, ...] = tuple(images)
+        self.completeness = completeness
+        self.skipped = skipped
+        index: dict[ImageKey, int] = {}
+        builders: dict[str, _FamilyBuilder] = {}
+        for sample in samples:
+            builder = builders.get(sample.metric)
+            if builder is None:
+                builder = builders[sample.metric] = _FamilyBuilder()
+            position = index.get(sample.image)
+            if position is None:
+                position = index[sample.image] = len(index)
+            builder.add(position, sample.extra, sample.value)
+        self.keys: tuple[ImageKey, ...] = tuple(index)
+        self.families: dict[str, Family] = {
+            name: builders[name].build() for name in CATALOGUE if name in builders
+        }
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        """The series as Sample objects, family by family (built on demand: for tests and
+        tools, not for the render path)."""
+        return tuple(
+            Sample(name, self.keys[i], v, family.extras[e])
+            for name, family in self.families.items()
+            for i, e, v in zip(family.image, family.extra, family.values, strict=True)
+        )
+
+    def with_completeness(self, completeness: float) -> SourceData:
+        """The same data (shared, not copied) with another ``completeness``."""
+        copy = object.__new__(SourceData)
+        copy.images, copy.keys, copy.families = self.images, self.keys, self.families
+        copy.skipped, copy.completeness = self.skipped, completeness
+        return copy
+
+    @property
+    def series(self) -> int:
+        return sum(len(f) for f in self.families.values())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SourceData):
+            return NotImplemented
+        return self is other or (
+            self.families == other.families
+            and self.keys == other.keys
+            and self.images == other.images
+        )
+
+    def __repr__(self) -> str:
+        return f"SourceData(images={len(self.images)}, series={self.series})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +232,13 @@ class Snapshot:
 
 
 def stateset(metric: str, image: ImageKey, vocabulary: tuple[str, ...], state: str) -> list[Sample]:
-    """One sample per state of ``vocabulary``: 1 for ``state``, 0 for the others."""
-    return [Sample(metric, image, 1.0 if s == state else 0.0, (s,)) for s in vocabulary]
+    """The stateset of an image: one series, its current state, at 1. The other states of
+    ``vocabulary`` are not emitted (they would be 0): an image's status is the one series it has
+    (``== 1`` queries and ``sum by (status)`` read the same; one series per image, not one per
+    state)."""
+    if state not in vocabulary:
+        raise ValueError(f"{metric}: state {state!r} not in {vocabulary}")
+    return [Sample(metric, image, 1.0, (state,))]
 
 
 def optional(metric: str, image: ImageKey, value: float | None, *extra: str) -> list[Sample]:

@@ -185,7 +185,7 @@ class Refresher:
         )
         data = partial
         if previous.data is not None and previous.data.completeness >= 1.0:
-            data = replace(previous.data, completeness=partial.completeness)
+            data = previous.data.with_completeness(partial.completeness)
         now = self._clock()
         state = replace(
             previous,

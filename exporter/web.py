@@ -1,8 +1,8 @@
 """HTTP: /metrics, the landing page, /-/healthy and /-/ready, with TLS and basic auth.
 
 A scrape never calls a cloud API and never renders the per-image families: those are rendered
-once per snapshot swap by ``ExpositionStore`` (plain and gzip), so a scrape costs a copy of
-bytes plus a render (and compression) of the small self-metrics.
+once per change by ``ExpositionStore`` (exporter/exposition.py), so a scrape writes shared
+chunks plus a render (and compression) of the small self-metrics.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import ssl
 import threading
 import time
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,105 +22,16 @@ from typing import Any
 
 import bcrypt
 import yaml
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
 
 from exporter import __version__
-from exporter.collector import HealthCollector, render_images
 from exporter.errors import ConfigError, ConfigProblem
+from exporter.exposition import ExpositionStore, body_length
 from exporter.model import Snapshot
-from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 # The classic text format: every name we emit is a legacy-valid Prometheus name.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class Exposition:
-    """The per-image exposition of one snapshot, plain and as an unfinished gzip stream.
-
-    The gzip stream is kept open (a zlib compressor and the bytes it produced so far), so each
-    scrape appends the live self-metrics by compressing only those, on a copy of the compressor,
-    and gets a single well-formed gzip member without recompressing the per-image part.
-    """
-
-    def __init__(self, plain: bytes) -> None:
-        self.plain = plain
-        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip wrapper
-        self._prefix = self._compressor.compress(plain)
-        self._lock = threading.Lock()
-
-    def gzipped(self, tail: bytes) -> bytes:
-        """One gzip member holding ``plain + tail``."""
-        with self._lock:
-            compressor = self._compressor.copy()
-        return self._prefix + compressor.compress(tail) + compressor.flush()
-
-
-class ExpositionStore:
-    """Holds the pre-rendered per-image exposition; re-renders in a thread when told of a swap.
-
-    Swaps arriving while a render runs coalesce: the renderer always takes the newest snapshot.
-    """
-
-    def __init__(self, snapshot: Snapshot, telemetry: Telemetry) -> None:
-        self._snapshot = snapshot
-        self.health = CollectorRegistry(auto_describe=False)
-        self.health.register(HealthCollector(lambda: self._snapshot, telemetry))
-        self._pending: Snapshot | None = None
-        self._wake = threading.Condition()
-        self._stopped = False
-        self.exposition = self._render(snapshot)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
-
-    def _render(self, snapshot: Snapshot) -> Exposition:
-        return Exposition(render_images(snapshot))
-
-    def update(self, snapshot: Snapshot) -> None:
-        """Take a new snapshot: health is live at once; the image part renders in the background."""
-        self._snapshot = snapshot
-        if self._thread is None:
-            self.exposition = self._render(snapshot)
-            return
-        with self._wake:
-            self._pending = snapshot
-            self._wake.notify()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="render", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopped = True
-            self._wake.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while self._pending is None and not self._stopped:
-                    self._wake.wait()
-                if self._stopped:
-                    return
-                snapshot, self._pending = self._pending, None
-            assert snapshot is not None
-            try:
-                self.exposition = self._render(snapshot)
-            except Exception:  # keep serving the previous exposition
-                log.exception("render failed")
-
-    def scrape(self, accept_gzip: bool) -> bytes:
-        """Bytes for one scrape: the cached per-image families, then the live self-metrics."""
-        health = generate_latest(self.health)
-        exposition = self.exposition
-        if accept_gzip:
-            return exposition.gzipped(health)
-        return exposition.plain + health
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,16 +167,22 @@ def make_handler(
             log.debug("http %s", format % args)
 
         def _send(
-            self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
+            self,
+            status: int,
+            body: bytes | Sequence[bytes],
+            ctype: str,
+            extra: dict[str, str] | None = None,
         ) -> None:
+            parts = (body,) if isinstance(body, bytes) else body
             self.send_response(status)
             self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(body_length(parts)))
             for name, value in (extra or {}).items():
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(body)
+                for part in parts:  # shared immutable chunks, written without joining
+                    self.wfile.write(part)
 
         def do_HEAD(self) -> None:
             self.do_GET()
@@ -283,7 +200,7 @@ def make_handler(
             try:
                 if path == telemetry_path:
                     accept_gzip = "gzip" in (self.headers.get("Accept-Encoding") or "")
-                    body = store.scrape(accept_gzip)
+                    body = store.scrape_parts(accept_gzip)
                     extra = {"Content-Encoding": "gzip"} if accept_gzip else {}
                     self._send(200, body, CONTENT_TYPE, extra)
                 elif path == "/-/healthy":

@@ -31,7 +31,7 @@ from exporter.clouds.aliyun.signing import ACS3Auth
 from exporter.clouds.aliyun.source import SasImagesSource
 from exporter.clouds.fanout import DetailFanOut
 from exporter.clouds.http import RetryPolicy, TokenBucket
-from exporter.collector import HealthCollector, ImageCollector
+from exporter.collector import HealthCollector, ImageCollector, render_images
 from exporter.config import ResolvedCredentials, parse_config
 from exporter.errors import AuthError, PayloadError, UpstreamError
 from exporter.metrics import MALWARE_LEVELS, MALWARE_STATUSES
@@ -40,7 +40,6 @@ from exporter.normalise import SAS_MALWARE_STATUS
 from exporter.refresh import Refresher, Source
 from exporter.sources import build_sources
 from exporter.telemetry import Telemetry
-from exporter.web import render_images
 from tests.conftest import FakeClock, fixture_json
 
 ACCOUNT, REGION = "prod", "cn-shanghai"
@@ -224,7 +223,7 @@ async def test_baseline_seed_sample_parses_and_appears_in_metrics(clock: FakeClo
         assert registry.get_sample_value("imagesec_image_baseline_risk_items", labels) == value
 
 
-async def test_malicious_seed_sample_joins_the_inventory_and_fills_the_grid(
+async def test_malicious_seed_sample_joins_the_inventory_with_sparse_grid_and_total(
     clock: FakeClock,
 ) -> None:
     sample = fixture_json("aliyun", MALWARE)
@@ -245,12 +244,15 @@ async def test_malicious_seed_sample_joins_the_inventory_and_fills_the_grid(
     assert 'level="unknown"' not in text and 'status="unknown"' not in text
     registry = registry_of(snapshot_of((source, data)))
     metric = "imagesec_image_malicious_samples"
+    # Only the cells with files are emitted; every image has the total, 0 when clean.
     for ref, found in ((known, {("serious", "handled"): 1.0}), (clean, {})):
         for level in SAS_MALWARE_LEVELS:
             for status in SAS_MALWARE_STATUSES:
                 labels = labels_of(ref.key, level=level, status=status)
-                want = found.get((level, status), 0.0)
+                want = found.get((level, status))
                 assert registry.get_sample_value(metric, labels) == want, (ref, level, status)
+        all_ = registry.get_sample_value(f"{metric}_all", labels_of(ref.key))
+        assert all_ == sum(found.values())
     assert row["Level"] == "serious" and SAS_MALWARE_STATUS[row["Status"]] == "handled"
 
 
@@ -278,7 +280,8 @@ async def test_malicious_rows_of_images_the_inventory_does_not_know_use_their_ow
     labels = labels_of(key, level="serious", status="handled")
     assert registry.get_sample_value("imagesec_image_malicious_samples", labels) == 1.0
     labels = labels_of(key, level="remind", status="unhandled")
-    assert registry.get_sample_value("imagesec_image_malicious_samples", labels) == 0.0
+    assert registry.get_sample_value("imagesec_image_malicious_samples", labels) is None
+    assert registry.get_sample_value("imagesec_image_malicious_samples_all", labels_of(key)) == 1
     assert [ref.native_id for ref in data.images] == [row["ImageUuid"]]
 
 
@@ -308,7 +311,7 @@ async def test_image_risk_seed_sample_parses_and_appears_in_metrics(clock: FakeC
         labels = labels_of(key, finding=finding)
         value = registry.get_sample_value("imagesec_image_in_use_findings", labels)
         assert value == row["Statistics"][field]
-    for status, value in (("in_sas", 1.0), ("not_in_sas", 0.0), ("unknown", 0.0)):
+    for status, value in (("in_sas", 1.0), ("not_in_sas", None), ("unknown", None)):
         labels = labels_of(key, status=status)
         assert registry.get_sample_value("imagesec_image_registration_status", labels) == value
     assert invalid_rows(telemetry, RISK) == 0

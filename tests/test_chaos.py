@@ -7,6 +7,7 @@ import subprocess
 import httpx
 
 from exporter.config import parse_config, resolve_all
+from exporter.exposition import ExpositionStore
 from exporter.refresh import Refresher
 from exporter.simulator import (
     DEMO_ALIYUN_ACCESS_KEY_ID,
@@ -21,7 +22,6 @@ from exporter.simulator import (
 )
 from exporter.sources import build_sources
 from exporter.telemetry import Telemetry
-from exporter.web import ExpositionStore
 from tests.conftest import require_tool
 
 ENV = {

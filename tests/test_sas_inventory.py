@@ -15,12 +15,11 @@ from exporter.clouds.aliyun.api import SasClient, describe_image_instances
 from exporter.clouds.aliyun.signing import ACS3Auth
 from exporter.clouds.aliyun.source import SasImagesSource
 from exporter.clouds.http import RetryPolicy
-from exporter.collector import HealthCollector, ImageCollector
+from exporter.collector import HealthCollector, ImageCollector, render_images
 from exporter.errors import AuthError, PayloadError, UpstreamError
 from exporter.model import SourceKey
 from exporter.refresh import Refresher
 from exporter.telemetry import Telemetry
-from exporter.web import render_images
 from tests.conftest import FakeClock, fixture_json
 
 KEY = SourceKey("aliyun", "prod", "cn-shanghai", "sas_images")
@@ -130,7 +129,7 @@ async def test_seed_sample_parses_and_appears_in_metrics(clock: FakeClock) -> No
     assert get("imagesec_image_created_timestamp_seconds", labels) == 1600069948.849
     assert get("imagesec_image_scan_progress_ratio", {**labels, "scan": "overall"}) == 1.0
     assert get("imagesec_image_scan_status", {**labels, "status": "succeeded"}) == 1
-    assert get("imagesec_image_scan_status", {**labels, "status": "failed"}) == 0
+    assert get("imagesec_image_scan_status", {**labels, "status": "failed"}) is None
     info = {
         **labels,
         "digest": item["Digest"],

@@ -17,7 +17,7 @@ from exporter.clouds.http import RetryPolicy
 from exporter.clouds.tencent.api import TcssClient
 from exporter.clouds.tencent.signing import TC3Auth
 from exporter.clouds.tencent.source import TcssImageDetailSource, TcssImagesSource
-from exporter.collector import ImageCollector
+from exporter.collector import ImageCollector, render_images
 from exporter.errors import AuthError
 from exporter.metrics import (
     CATALOGUE,
@@ -31,7 +31,6 @@ from exporter.metrics import (
 from exporter.model import Snapshot, SourceData, SourceKey, SourceState
 from exporter.refresh import Refresher
 from exporter.telemetry import Telemetry
-from exporter.web import render_images
 from tests.conftest import FakeClock, fixture_json
 
 LIST = "DescribeAssetImageList"
@@ -227,9 +226,11 @@ async def test_seed_003_numbers_appear_in_metrics(clock: FakeClock) -> None:
     assert value("imagesec_image_last_scan_timestamp_seconds") == 1729844019  # 16:13:39 +08
     assert value("imagesec_image_created_timestamp_seconds") == 1631730005  # 02:20:05 +08
     assert value("imagesec_image_sensitive_info_items") == 0
-    assert value("imagesec_image_malicious_samples", level="unknown", status="unknown") == 0
+    assert value("imagesec_image_malicious_samples_all") == 0
+    # No samples: no grid cell (the total above says 0, so absence is not ambiguous).
+    assert value("imagesec_image_malicious_samples", level="unknown", status="unknown") is None
     assert value("imagesec_image_scan_status", status="succeeded") == 1
-    assert value("imagesec_image_scan_status", status="failed") == 0
+    assert value("imagesec_image_scan_status", status="failed") is None
     for scan in ("vulnerability", "malware", "risk"):
         assert value("imagesec_image_scan_progress_ratio", scan=scan) == 0
     assert value("imagesec_image_scan_progress_ratio", scan="overall") is None  # not reported
@@ -278,7 +279,7 @@ async def test_list_feeds_severities_and_scan_status(clock: FakeClock) -> None:
             got = registry.get_sample_value(
                 "imagesec_image_scan_status", labels_of(row, status=candidate)
             )
-            assert got == (1 if candidate == status else 0)
+            assert got == (1 if candidate == status else None)  # only the current state
     assert [ref.native_id for ref in data.images] == [r["ImageID"] for r in rows]
     assert data.images[0].key.repo_namespace == "shop"
     assert data.images[0].key.repo == "app1"

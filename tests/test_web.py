@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from exporter.errors import ConfigError
+from exporter.exposition import ExpositionStore
 from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, SourceState
 from exporter.telemetry import Telemetry
 from exporter.web import (
-    ExpositionStore,
     WebConfig,
     WebServer,
     load_web_config,

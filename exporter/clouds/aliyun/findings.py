@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import replace
 from typing import get_args
 
 from exporter.clouds.aliyun.api import (
@@ -98,7 +97,7 @@ class _PerImageSource:
 
     def _progress(self, found: list[tuple[ImageRef, Counts]], done: float) -> None:
         if self.on_progress is not None:
-            self.on_progress(replace(self._data(self.metric, found), completeness=done))
+            self.on_progress(self._data(self.metric, found).with_completeness(done))
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         found = await self.details.run(
@@ -166,9 +165,10 @@ class SasMaliciousSource:
 
     One account-wide paged listing. Its rows are per malicious file per image (and repeat for
     every container, pod or page that shows the same file), so a cell counts the distinct
-    (MaliciousMd5, FilePath) pairs of the image at that level and status. Every image of the
-    inventory and every image with a row gets the full level x status grid, so "no malware"
-    is a visible 0. A row whose ImageUuid the inventory does not know (yet) is still exported,
+    (MaliciousMd5, FilePath) pairs of the image at that level and status. Only the cells an
+    image has files in are emitted (the grid would be 12 series per image, 98% zero); every
+    image of the inventory and every image with a row gets ``imagesec_image_malicious_samples_all``,
+    the sum of its cells, so "no malware" is a visible 0 and absence is not ambiguous. A row whose ImageUuid the inventory does not know (yet) is still exported,
     keyed by its own RepoName/Namespace/Tag/RepoRegionId, which are the labels the inventory
     gives the same image, if the account's image filters keep it: its repo and tag patterns,
     and none at all while the inventory drops images for ``newest_tags`` or ``max_images``
@@ -177,10 +177,14 @@ class SasMaliciousSource:
         # HELP imagesec_image_malicious_samples Malicious samples found in the image by level and handling status (cached, refreshed every 900s).
         # TYPE imagesec_image_malicious_samples gauge
         imagesec_image_malicious_samples{provider="aliyun",account="prod",region="cn-shanghai",repo_namespace="hanghai-namespace",repo="centos",tag="0.2",image_id="e05c...",level="serious",status="handled"} 1.0
+        # TYPE imagesec_image_malicious_samples_all gauge
+        imagesec_image_malicious_samples_all{provider="aliyun",account="prod",region="cn-shanghai",repo_namespace="hanghai-namespace",repo="centos",tag="0.2",image_id="e05c..."} 1.0
     """
 
     action = "DescribeAffectedMaliciousFileImages"
     metric = "imagesec_image_malicious_samples"
+    total = "imagesec_image_malicious_samples_all"
+    CELLS = tuple((lvl, st) for lvl in SAS_MALWARE_LEVELS for st in SAS_MALWARE_STATUSES)
 
     def __init__(
         self,
@@ -224,12 +228,14 @@ class SasMaliciousSource:
             cell = (row.level, SAS_MALWARE_STATUS[row.status])
             grid = files.setdefault(row.image_uuid, {})
             grid.setdefault(cell, set()).add((row.malicious_md5, row.file_path))
-        samples = [
-            Sample(self.metric, refs[uuid].key, float(len(grid.get((lvl, st), ()))), (lvl, st))
-            for uuid, grid in files.items()
-            for lvl in SAS_MALWARE_LEVELS
-            for st in SAS_MALWARE_STATUSES
-        ]
+        samples = []
+        for uuid, grid in files.items():
+            image = refs[uuid].key
+            cells = [
+                ((lvl, st), len(grid[(lvl, st)])) for lvl, st in self.CELLS if (lvl, st) in grid
+            ]
+            samples += [Sample(self.metric, image, float(n), cell) for cell, n in cells]
+            samples.append(Sample(self.total, image, float(sum(n for _, n in cells))))
         return SourceData(samples=tuple(samples), images=tuple(refs[u] for u in files))
 
 

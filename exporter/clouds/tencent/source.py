@@ -6,7 +6,8 @@ The two collectors split the catalogue so that no series comes from both::
                        last_scan_timestamp_seconds, size_bytes, created_timestamp_seconds,
                        hosts, containers
     tcss_image_detail  info (digest, os, architecture), risks, sensitive_info_items,
-                       malicious_samples{level="unknown",status="unknown"},
+                       malicious_samples_all, malicious_samples{level="unknown",
+                       status="unknown"} (only when VirusCnt > 0),
                        scan_progress_ratio, scan_error
 
 ``imagesec_image_info`` comes from the detail only: the list has no digest or architecture,
@@ -21,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import replace
 
 from exporter.clouds.fanout import DEFAULT_PUBLISH_EVERY, DetailFanOut
 from exporter.clouds.tencent.api import (
@@ -132,7 +132,13 @@ def detail_samples(detail: ImageDetail, key: ImageKey) -> list[Sample]:
     samples = [Sample("imagesec_image_info", key, 1.0, info)]
     samples += optional("imagesec_image_risks", key, detail.risk_cnt)
     samples += optional("imagesec_image_sensitive_info_items", key, detail.sensitive_info_cnt)
-    samples += optional("imagesec_image_malicious_samples", key, detail.virus_cnt, *MALWARE_UNKNOWN)
+    samples += optional("imagesec_image_malicious_samples_all", key, detail.virus_cnt)
+    if detail.virus_cnt:  # the grid only where there are samples (the total is always there)
+        samples.append(
+            Sample(
+                "imagesec_image_malicious_samples", key, float(detail.virus_cnt), MALWARE_UNKNOWN
+            )
+        )
     progress = {
         "vulnerability": detail.scan_vul_progress,
         "malware": detail.scan_virus_progress,
@@ -245,7 +251,7 @@ class TcssImageDetailSource:
 
     def _progress(self, found: list[tuple[ImageRef, ImageDetail | None]], done: float) -> None:
         if self.on_progress is not None:
-            self.on_progress(replace(self._data(found), completeness=done))
+            self.on_progress(self._data(found).with_completeness(done))
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         if upstream is None:

@@ -1,0 +1,476 @@
+"""The exposition: per-source, per-family chunks rendered once per change, served without copying.
+
+Cost proportional to change
+    Each source's part is a set of chunks, one per metric family (the text format wants every
+    sample of a family contiguous, so the body is emitted family by family: the family's HELP
+    and TYPE, then its chunk of every source in source order). A snapshot swap renders only
+    the sources whose data changed (``SourceData`` equality: a refresh that changed nothing
+    renders nothing), plus a later source whose images overlap a changed one (see duplicates).
+
+Duplicates
+    An image's series of one family come from the first source, in source order, that has
+    that family for that image: a later source's series of that family for the same image are
+    dropped (two regions of one Sas site list the same images under the same labels).
+
+Scrapes that do not copy
+    Chunks are held raw-deflated only (about a tenth of the text), each compressed on its own
+    and ended by a sync flush, so their concatenation is one deflate stream. A gzip scrape is
+    the fixed gzip header, the shared chunks, the live self-metrics compressed as the final
+    block, and the gzip trailer (CRC-32 combined from the chunks' CRCs): one gzip member, no
+    byte of the per-image part copied or recompressed. A plain scrape inflates the chunks one
+    at a time as the server writes them.
+
+Rendering does not stall
+    Rendering runs in its own thread (or inline when the store is not started, as with
+    ``--once``) in batches of lines; between batches the thread sleeps 0 s so the GIL goes
+    to the event loop and the HTTP threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import overload
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.utils import floatToGoString
+
+from exporter.collector import HealthCollector, interval_help
+from exporter.metrics import IMAGE_LABELS, IMAGE_METRICS
+from exporter.model import Family, ImageKey, Snapshot, SourceData, SourceKey
+from exporter.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+LEVEL = 6
+"""zlib level of the per-image chunks (rendered once per change, sent on every scrape)."""
+HEALTH_LEVEL = 1
+"""zlib level of the self-metrics tail (compressed on every scrape, a few kB)."""
+BATCH = 2000
+"""Lines rendered between two yields of the GIL."""
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+"""RFC 1952 member header: deflate, no flags, no mtime, unknown OS."""
+
+RENDER_METRICS = (
+    "imagesec_exposition_renders",
+    "imagesec_exposition_render_seconds",
+    "imagesec_exposition_render_failures",
+)
+
+
+# -- CRC-32 of a concatenation from the parts' CRCs (zlib's crc32_combine) ----------------------
+
+
+def _gf2_times(matrix: Sequence[int], vector: int) -> int:
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def _gf2_square(matrix: Sequence[int]) -> list[int]:
+    return [_gf2_times(matrix, matrix[n]) for n in range(32)]
+
+
+def _zero_operators() -> list[list[int]]:
+    """Operator ``k`` maps the CRC of A to the CRC of A followed by 2**k zero bytes."""
+    bit = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
+    op = _gf2_square(_gf2_square(_gf2_square(bit)))  # eight zero bits: one byte
+    ops = [op]
+    for _ in range(63):
+        ops.append(_gf2_square(ops[-1]))
+    return ops
+
+
+_ZEROS = _zero_operators()
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of A + B from crc32(A), crc32(B) and len(B)."""
+    k = 0
+    while len2:
+        if len2 & 1:
+            crc1 = _gf2_times(_ZEROS[k], crc1)
+        len2 >>= 1
+        k += 1
+    return crc1 ^ crc2
+
+
+# -- chunks ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Text of one part, held raw-deflated: ``deflated`` ends in a sync flush (byte aligned, not
+    final), so chunks concatenate into one deflate stream; ``crc`` and ``size`` are of the text."""
+
+    deflated: bytes
+    crc: int
+    size: int
+    lines: int = 0
+
+    def text(self) -> bytes:
+        return zlib.decompressobj(-15).decompress(self.deflated)
+
+
+class _ChunkWriter:
+    __slots__ = ("_compressor", "_crc", "_parts", "_size", "lines")
+
+    def __init__(self) -> None:
+        self._compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, -15)
+        self._crc = 0
+        self._size = 0
+        self._parts: list[bytes] = []
+        self.lines = 0
+
+    def write(self, text: bytes) -> None:
+        self._crc = zlib.crc32(text, self._crc)
+        self._size += len(text)
+        self._parts.append(self._compressor.compress(text))
+
+    def close(self) -> Chunk:
+        self._parts.append(self._compressor.flush(zlib.Z_SYNC_FLUSH))
+        return Chunk(b"".join(self._parts), self._crc, self._size, self.lines)
+
+
+def make_chunk(text: bytes) -> Chunk:
+    writer = _ChunkWriter()
+    writer.write(text)
+    return writer.close()
+
+
+def _escape(value: str) -> str:
+    # Text format 0.0.4: label values escape backslash, double quote and line feed.
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _value(value: float) -> str:
+    if -1e6 < value < 1e6:  # what floatToGoString gives too, faster
+        return repr(value)
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
+def image_prefix(image: ImageKey) -> str:
+    """The identity labels of an image as the text format writes them."""
+    return ",".join(
+        f'{name}="{_escape(v)}"' for name, v in zip(IMAGE_LABELS, image.labels(), strict=True)
+    )
+
+
+def render_family(
+    name: str,
+    family: Family,
+    prefixes: Sequence[str],
+    extra_names: Sequence[str],
+    dropped: frozenset[int],
+    pause: Callable[[], None],
+) -> Chunk:
+    """The sample lines of one family of one source (no HELP/TYPE), rendered in batches."""
+    extras = [
+        "".join(f',{n}="{_escape(v)}"' for n, v in zip(extra_names, values, strict=True))
+        for values in family.extras
+    ]
+    writer = _ChunkWriter()
+    lines: list[str] = []
+    for image, extra, value in zip(family.image, family.extra, family.values, strict=True):
+        if dropped and image in dropped:
+            continue
+        lines.append(f"{name}{{{prefixes[image]}{extras[extra]}}} {_value(value)}\n")
+        if len(lines) >= BATCH:
+            writer.write("".join(lines).encode())
+            writer.lines += len(lines)
+            lines.clear()
+            pause()
+    if lines:
+        writer.write("".join(lines).encode())
+        writer.lines += len(lines)
+    return writer.close()
+
+
+@dataclass(slots=True)
+class _SourcePart:
+    """The rendered part of one source: the data it was rendered from and a chunk per family."""
+
+    data: SourceData
+    interval: float
+    keys: frozenset[ImageKey]
+    chunks: dict[str, Chunk] = field(default_factory=dict)
+
+
+# -- the assembled exposition ------------------------------------------------------------------
+
+
+class _Inflating(Sequence[bytes]):
+    """The plain text of deflated parts, inflated one part at a time as they are read."""
+
+    def __init__(self, parts: Sequence[bytes], tail: bytes, size: int) -> None:
+        self._parts = parts
+        self._tail = tail
+        self.nbytes = size + len(tail)
+
+    def __len__(self) -> int:
+        return len(self._parts) + 1
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if index == len(self._parts):
+            return self._tail
+        if not 0 <= index < len(self._parts):
+            raise IndexError(index)
+        return zlib.decompressobj(-15).decompress(self._parts[index])
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self._parts:
+            yield zlib.decompressobj(-15).decompress(part)
+        yield self._tail
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """The per-image part of the body: deflated parts in order, with the text's CRC and size."""
+
+    parts: tuple[bytes, ...] = ()
+    crc: int = 0
+    size: int = 0
+    series: int = 0
+
+    @classmethod
+    def assemble(cls, chunks: Sequence[Chunk]) -> Exposition:
+        crc, size, series = 0, 0, 0
+        for chunk in chunks:
+            crc = crc32_combine(crc, chunk.crc, chunk.size)
+            size += chunk.size
+            series += chunk.lines
+        return cls(tuple(c.deflated for c in chunks if c.size), crc, size, series)
+
+    def plain_parts(self, tail: bytes) -> Sequence[bytes]:
+        return _Inflating(self.parts, tail, self.size)
+
+    def gzip_parts(self, tail: bytes) -> tuple[bytes, ...]:
+        compressor = zlib.compressobj(HEALTH_LEVEL, zlib.DEFLATED, -15)
+        last = compressor.compress(tail) + compressor.flush()
+        crc = crc32_combine(self.crc, zlib.crc32(tail), len(tail))
+        trailer = struct.pack("<II", crc, (self.size + len(tail)) & 0xFFFFFFFF)
+        return (GZIP_HEADER, *self.parts, last + trailer)
+
+
+def body_length(parts: Sequence[bytes]) -> int:
+    """Bytes in a body of parts (a plain body knows its size without inflating)."""
+    return parts.nbytes if isinstance(parts, _Inflating) else sum(len(p) for p in parts)
+
+
+def _header(name: str, help_: str) -> bytes:
+    help_ = help_.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {help_}\n# TYPE {name} gauge\n".encode()
+
+
+class ExpositionStore:
+    """Holds the rendered per-image part; re-renders the changed sources when told of a swap.
+
+    Without :meth:`start`, :meth:`update` renders inline; after it, a render thread does,
+    always taking the newest snapshot (swaps arriving during a render coalesce).
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        telemetry: Telemetry,
+        *,
+        cpu_clock: Callable[[], float] = time.thread_time,
+        pause: Callable[[], None] = lambda: time.sleep(0),
+    ) -> None:
+        self._snapshot = snapshot
+        self._telemetry = telemetry
+        self._cpu_clock = cpu_clock
+        self._pause = pause
+        self.health = CollectorRegistry(auto_describe=False)
+        self.health.register(HealthCollector(lambda: self._snapshot, telemetry))
+        self._parts: dict[SourceKey, _SourcePart] = {}
+        self._headers: dict[tuple[str, str], Chunk] = {}
+        self.render_errors: dict[SourceKey, str] = {}
+        self._pending: Snapshot | None = None
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._declare(snapshot)
+        self.exposition = Exposition()
+        self._render(snapshot)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def _declare(self, snapshot: Snapshot) -> None:
+        for key in snapshot.sources:
+            for metric in RENDER_METRICS:
+                self._telemetry.declare(metric, key.labels())
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def _render(self, snapshot: Snapshot) -> None:
+        """Render the sources whose data changed since the last render, then reassemble.
+
+        A source whose data is unchanged keeps its chunks, unless its images overlap those of a
+        source before it that changed (the duplicates it must drop may have changed).
+        """
+        self._declare(snapshot)
+        changed = [p.keys for k, p in self._parts.items() if k not in snapshot.sources]
+        reassemble = bool(changed)
+        parts: dict[SourceKey, _SourcePart] = {}
+        for key in sorted(snapshot.sources):
+            state = snapshot.sources[key]
+            old = self._parts.get(key)
+            if state.data is None:
+                if old is not None:
+                    changed.append(old.keys)
+                    reassemble = True
+                continue
+            same = old is not None and old.data == state.data
+            keys = old.keys if old is not None and same else frozenset(state.data.keys)
+            if old is not None and same and all(keys.isdisjoint(k) for k in changed):
+                if old.interval != state.interval:  # only the HELP text changes
+                    old = _SourcePart(old.data, state.interval, old.keys, old.chunks)
+                    reassemble = True
+                parts[key] = old
+                continue
+            if not same:
+                changed.append(keys)
+                if old is not None:
+                    changed.append(old.keys)
+            reassemble = True
+            try:
+                parts[key] = self._render_source(key, state.data, state.interval, keys, parts)
+                self.render_errors.pop(key, None)
+            except Exception as err:  # drop only this source's part; loud, not fatal
+                log.exception("render failed", extra={"source": str(key), "error": repr(err)})
+                self._telemetry.inc("imagesec_exposition_render_failures", key.labels())
+                self.render_errors[key] = f"render failed: {type(err).__name__}"
+                if old is not None:
+                    changed.append(old.keys)
+        self._parts = parts
+        if reassemble:
+            self.exposition = self._assemble()
+
+    def _render_source(
+        self,
+        key: SourceKey,
+        data: SourceData,
+        interval: float,
+        keys: frozenset[ImageKey],
+        earlier: dict[SourceKey, _SourcePart],
+    ) -> _SourcePart:
+        started = self._cpu_clock()
+        overlapping = [p for p in earlier.values() if not keys.isdisjoint(p.keys)]
+        index = {image: i for i, image in enumerate(data.keys)} if overlapping else {}
+        prefixes = [image_prefix(image) for image in data.keys]
+        part = _SourcePart(data, interval, keys)
+        for spec in IMAGE_METRICS:
+            family = data.families.get(spec.name)
+            if family is None:
+                continue
+            dropped: set[int] = set()
+            for other in overlapping:
+                theirs = other.data.families.get(spec.name)
+                if theirs is not None:
+                    dropped.update(
+                        index[k]
+                        for k in (other.data.keys[i] for i in set(theirs.image))
+                        if k in index
+                    )
+            extra_names = spec.labels[len(IMAGE_LABELS) :]
+            part.chunks[spec.name] = render_family(
+                spec.name, family, prefixes, extra_names, frozenset(dropped), self._pause
+            )
+            self._pause()
+        self._telemetry.inc("imagesec_exposition_renders", key.labels())
+        self._telemetry.inc(
+            "imagesec_exposition_render_seconds", key.labels(), self._cpu_clock() - started
+        )
+        return part
+
+    def _assemble(self) -> Exposition:
+        chunks: list[Chunk] = []
+        for spec in IMAGE_METRICS:
+            present = [p for p in self._parts.values() if p.chunks.get(spec.name)]
+            present = [p for p in present if p.chunks[spec.name].size]
+            if not present:
+                continue
+            help_ = interval_help(spec.help, {p.interval for p in present})
+            header = self._headers.get((spec.name, help_))
+            if header is None:
+                header = self._headers[(spec.name, help_)] = make_chunk(_header(spec.name, help_))
+            chunks.append(header)
+            chunks.extend(p.chunks[spec.name] for p in present)
+        return Exposition.assemble(chunks)
+
+    # -- snapshot swaps ------------------------------------------------------------------------
+
+    def update(self, snapshot: Snapshot) -> None:
+        """Take a new snapshot: health is live at once; changed sources re-render (inline, or
+        in the render thread once started)."""
+        self._snapshot = snapshot
+        if self._thread is None:
+            self._render(snapshot)
+            return
+        with self._wake:
+            self._pending = snapshot
+            self._wake.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="render", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None and not self._stopped:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                snapshot, self._pending = self._pending, None
+            assert snapshot is not None
+            try:
+                self._render(snapshot)
+            except Exception:  # keep serving the previous exposition
+                log.exception("render failed")
+
+    # -- scrapes -------------------------------------------------------------------------------
+
+    def health_text(self) -> bytes:
+        return generate_latest(self.health)
+
+    def scrape_parts(self, accept_gzip: bool) -> Sequence[bytes]:
+        """The body of one scrape as immutable parts to write in order: the shared per-image
+        chunks, then the live self-metrics. With ``accept_gzip`` the parts form one gzip
+        member; else they are the text, inflated part by part as they are read."""
+        exposition = self.exposition
+        tail = self.health_text()
+        if accept_gzip:
+            return exposition.gzip_parts(tail)
+        return exposition.plain_parts(tail)
+
+    def scrape(self, accept_gzip: bool) -> bytes:
+        """The body of one scrape in one piece (``--once`` and tests)."""
+        return b"".join(self.scrape_parts(accept_gzip))

@@ -1,0 +1,187 @@
+"""The chunked exposition: renders only what changed, equals the straightforward render, and
+serves one gzip member without copying the per-image part."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import zlib
+from dataclasses import replace
+
+import pytest
+from prometheus_client import generate_latest
+
+from exporter import exposition
+from exporter.collector import render_images
+from exporter.exposition import ExpositionStore, body_length, crc32_combine
+from exporter.model import ImageKey, ImageRef, Sample, Snapshot, SourceData, SourceKey, SourceState
+from exporter.refresh import Refresher
+from exporter.telemetry import Telemetry
+from tests.conftest import FakeClock
+
+
+def key(source: str, region: str = "cn-shanghai") -> SourceKey:
+    return SourceKey("aliyun", "prod", region, source)
+
+
+def image(n: int, region: str = "cn-hangzhou") -> ImageKey:
+    return ImageKey("aliyun", "prod", region, "shop", f"repo{n % 7}", f"1.{n}", f"u{n}")
+
+
+ODD = ImageKey("aliyun", "prod", "cn-hangzhou", 'ns"quote', "repo\\back", "tag\nline", "ü-1")
+
+
+def inventory(images: range, bump: int = 0) -> SourceData:
+    samples = [Sample("imagesec_image_vulnerabilities", ODD, 3.0)]
+    for n in images:
+        samples += [
+            Sample("imagesec_image_vulnerabilities", image(n), float(n + bump)),
+            Sample("imagesec_image_scan_status", image(n), 1.0, ("succeeded",)),
+            Sample("imagesec_image_last_scan_timestamp_seconds", image(n), 1.7e9 + n),
+            Sample("imagesec_image_scan_progress_ratio", image(n), 0.35, ("overall",)),
+        ]
+    return SourceData(samples, [ImageRef(image(n), f"u{n}", "m") for n in images])
+
+
+def findings(images: range, value: float = 2.0) -> SourceData:
+    return SourceData(
+        [
+            Sample("imagesec_image_baseline_risk_items", image(n), value, (s,))
+            for n in images
+            for s in ("high", "low")
+        ]
+        # a duplicate of the inventory's series for image 1: the first source in order keeps it
+        + [Sample("imagesec_image_vulnerabilities", image(1), 99.0)]
+    )
+
+
+def snapshot(**data: tuple[SourceData | None, float]) -> Snapshot:
+    states = {}
+    for name, (d, interval) in data.items():
+        source, _, region = name.partition("__")
+        k = key(source, region or "cn-shanghai")
+        states[k] = SourceState(k, interval, d, d is not None, True)
+    return Snapshot(states)
+
+
+def straightforward(store: ExpositionStore, snap: Snapshot) -> bytes:
+    """What a render of everything on every scrape would serve: images, then health."""
+    return render_images(snap) + generate_latest(store.health)
+
+
+def renders(telemetry: Telemetry, source: str, region: str = "cn-shanghai") -> float:
+    return telemetry.value("imagesec_exposition_renders", key(source, region).labels())
+
+
+def test_chunks_and_health_equal_the_straightforward_render() -> None:
+    snap = snapshot(
+        sas_images=(inventory(range(50)), 300),
+        sas_baseline=(findings(range(0, 60, 3)), 900),
+        sas_malicious=(None, 900),
+        # a second region of the same Sas site: the same images under the same labels
+        sas_images__cn_hangzhou=(inventory(range(40, 80), bump=5), 300),
+    )
+    store = ExpositionStore(snap, Telemetry())
+    assert store.scrape(accept_gzip=False) == straightforward(store, snap)
+    assert gzip.decompress(store.scrape(accept_gzip=True)) == straightforward(store, snap)
+    # A change of one source, with overlapping images in a later one, still agrees.
+    changed = snapshot(
+        sas_images=(inventory(range(45), bump=1), 300),
+        sas_baseline=(findings(range(0, 60, 3)), 900),
+        sas_malicious=(None, 900),
+        sas_images__cn_hangzhou=(inventory(range(40, 80), bump=5), 300),
+    )
+    store.update(changed)
+    assert store.scrape(accept_gzip=False) == straightforward(store, changed)
+    assert gzip.decompress(store.scrape(accept_gzip=True)) == straightforward(store, changed)
+
+
+def test_gzip_body_is_one_member_and_plain_parts_know_their_length() -> None:
+    snap = snapshot(sas_images=(inventory(range(300)), 300), sas_baseline=(findings(range(9)), 9))
+    store = ExpositionStore(snap, Telemetry())
+    parts = store.scrape_parts(accept_gzip=True)
+    assert len(parts) > 3 and all(isinstance(p, bytes) for p in parts)
+    body = b"".join(parts)
+    reader = zlib.decompressobj(wbits=31)
+    text = reader.decompress(body)
+    assert reader.eof and reader.unused_data == b""  # exactly one gzip member, nothing after
+    assert text == straightforward(store, snap)
+    plain = store.scrape_parts(accept_gzip=False)
+    assert body_length(plain) == len(b"".join(plain)) == len(text)
+    # Concurrent scrapes share the per-image bytes: the same objects, not copies.
+    again = store.scrape_parts(accept_gzip=True)
+    assert all(a is b for a, b in zip(parts[1:-1], again[1:-1], strict=True))
+
+
+async def test_a_refresh_that_changed_nothing_does_not_render(clock: FakeClock) -> None:
+    class Source:
+        def __init__(self, name: str) -> None:
+            self.key = key(name)
+            self.interval = 60.0
+            self.depends_on = None
+            self.value = 1.0
+            self.image = image(7)
+
+        async def refresh(self, upstream: SourceData | None) -> SourceData:
+            # A fresh, equal object every time, as a real refresh returns.
+            return SourceData([Sample("imagesec_image_vulnerabilities", self.image, self.value)])
+
+    a, b = Source("sas_images"), Source("tcss_images")
+    b.key = SourceKey("tencent", "prod", "ap-guangzhou", "tcss_images")
+    b.image = replace(image(8), provider="tencent", region="ap-guangzhou")
+    telemetry = Telemetry()
+    refresher = Refresher([a, b], telemetry=telemetry, clock=clock)
+    store = ExpositionStore(refresher.snapshot, telemetry)
+    refresher.on_snapshot = store.update
+    await refresher.run_once()
+    b_renders = lambda: telemetry.value("imagesec_exposition_renders", b.key.labels())  # noqa: E731
+    assert (renders(telemetry, "sas_images"), b_renders()) == (1, 1)
+    first = store.exposition
+    for _ in range(3):
+        clock.advance(60)
+        await refresher.run_once()
+    assert (renders(telemetry, "sas_images"), b_renders()) == (1, 1)
+    assert store.exposition is first
+    a.value = 2.0  # one source changes: only it renders again
+    await refresher.run_once()
+    assert (renders(telemetry, "sas_images"), b_renders()) == (2, 1)
+    assert b'image_id="u7"} 2.0' in store.scrape(accept_gzip=False)
+
+
+def test_render_failure_drops_only_that_source_and_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snap = snapshot(sas_images=(inventory(range(5)), 300), sas_baseline=(findings(range(5)), 900))
+    telemetry = Telemetry()
+    store = ExpositionStore(snap, telemetry)
+    original = exposition.render_family
+
+    def broken(name: str, *args: object, **kwargs: object) -> exposition.Chunk:
+        if name == "imagesec_image_baseline_risk_items":
+            raise RuntimeError("boom")
+        return original(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exposition, "render_family", broken)
+    changed = snapshot(
+        sas_images=(inventory(range(6)), 300), sas_baseline=(findings(range(5), 3.0), 900)
+    )
+    store.update(changed)
+    text = store.scrape(accept_gzip=False).decode()
+    labels = key("sas_baseline").labels()
+    assert telemetry.value("imagesec_exposition_render_failures", labels) == 1
+    assert "imagesec_image_baseline_risk_items{" not in text
+    assert 'image_id="u5"' in text  # the other source's new data is there
+    assert store.render_errors == {key("sas_baseline"): "render failed: RuntimeError"}
+    assert 'imagesec_exposition_render_failures_total{account="prod"' in text
+    monkeypatch.setattr(exposition, "render_family", original)
+    store.update(replace(changed))  # the next swap retries the failed source
+    assert store.scrape(accept_gzip=False) == straightforward(store, changed)
+    assert store.render_errors == {}
+
+
+def test_crc32_combine_matches_zlib() -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        a = rng.randbytes(rng.randrange(0, 3000))
+        b = rng.randbytes(rng.randrange(0, 3000))
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
