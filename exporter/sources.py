@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class Context:
     telemetry: Telemetry
     http: httpx.AsyncClient
     clients: dict[tuple[str, str, str], object] = field(default_factory=dict)
+    clock: Callable[[], float] = utc_now_seconds  # signing time, Unix seconds
 
     def key(self, collector: str) -> SourceKey:
         return SourceKey(self.account.provider, self.account.name, self.region, collector)
@@ -57,6 +59,10 @@ class Context:
 
     def retry(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.config.refresh.max_attempts)
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 
 
 def base_url(endpoint: str | None, default_host: str) -> str:
@@ -102,10 +108,12 @@ def shared_client(
 def sas_client(ctx: Context) -> SasClient:
     """The Sas client of (account, region): rate limits per (account, region, action)."""
     holder = ctx.credentials
+    wall = ctx.clock
+    clock = utc_now if wall is utc_now_seconds else lambda: _utc(wall())
 
     async def auth() -> httpx.Auth:
         creds = await holder.get()
-        return ACS3Auth(creds.key_id, creds.secret, creds.token, clock=utc_now, nonce=default_nonce)
+        return ACS3Auth(creds.key_id, creds.secret, creds.token, clock=clock, nonce=default_nonce)
 
     return shared_client(ctx, SasClient, auth, sas_endpoint(ctx.region))
 
@@ -116,7 +124,7 @@ def tcss_client(ctx: Context) -> TcssClient:
 
     async def auth() -> httpx.Auth:
         creds = await holder.get()
-        return TC3Auth(creds.key_id, creds.secret, token=creds.token, clock=utc_now_seconds)
+        return TC3Auth(creds.key_id, creds.secret, token=creds.token, clock=ctx.clock)
 
     # One quota per account and action, whatever X-TC-Region says: the regions share it.
     buckets = ctx.clients.setdefault(("tencent", ctx.account.name, "*rate-limits*"), {})
@@ -219,11 +227,12 @@ def build_sources(
     http: httpx.AsyncClient,
     *,
     overrides: Mapping[str, bool] | None = None,
+    clock: Callable[[], float] = utc_now_seconds,
 ) -> list[Source]:
     """One source per enabled collector, account and region (``check_collectors`` first).
 
     ``credentials`` holds one holder per account, shared by all its sources (resolved static
-    credentials are wrapped in one).
+    credentials are wrapped in one). ``clock`` (Unix seconds) dates the signatures.
     """
     problems = check_collectors(config, overrides)
     if problems:
@@ -244,6 +253,7 @@ def build_sources(
                 telemetry,
                 http,
                 shared,
+                clock,
             )
             for name in names:
                 sources.append(FACTORIES[name](ctx, name, config.collector(account, name)[1]))
