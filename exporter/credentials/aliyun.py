@@ -41,6 +41,7 @@ from exporter.credentials.remote import (
     STS_TIMEOUT,
     json_object,
     rejected,
+    role_name,
     send,
     status_error,
     text_field,
@@ -89,6 +90,8 @@ async def _sts(ctx: Fetch, url: str, query: dict[str, str], what: str) -> Creden
         timeout=STS_TIMEOUT,
     )
     response = await send(ctx.http, request, what)
+    if response.status_code >= 500:
+        raise status_error(what, response)
     if response.status_code != 200:
         try:
             body = json_object(what, response)
@@ -246,9 +249,7 @@ class EcsRamRoleProvider:
                 "GET", self._endpoint + _ROLE_PATH, headers=headers, timeout=METADATA_TIMEOUT
             )
             response = await send(ctx.http, request, "ECS metadata role name")
-            role = response.text.strip().splitlines()[0].strip() if response.text.strip() else ""
-            if response.status_code != 200 or not role:
-                raise CredentialError("ECS metadata: the instance has no RAM role", code="http_4xx")
+            role = role_name("ECS metadata role name", response)
         url = self._endpoint + _ROLE_PATH + quote(role, safe="")
         return await _document(ctx, url, headers, "ECS metadata credentials")
 

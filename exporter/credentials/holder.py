@@ -113,6 +113,11 @@ class CredentialHolder:
             )
         return current
 
+    async def renewal(self) -> None:
+        """Wait for the renewal in flight, if any (tests and the probe)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
     def _start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(

@@ -70,3 +70,13 @@ def text_field(what: str, body: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise CredentialError(f"{what}: answer has no {name}", code="bad_payload")
     return value
+
+
+def role_name(what: str, response: httpx.Response) -> str:
+    """The instance role name of a metadata answer (the first line of its text)."""
+    if response.status_code != 200:
+        raise status_error(what, response)
+    role = response.text.strip().partition("\n")[0].strip()
+    if not role:
+        raise CredentialError(f"{what}: the instance has no role", code="bad_payload")
+    return role

@@ -31,6 +31,7 @@ from exporter.credentials.remote import (
     STS_TIMEOUT,
     json_object,
     rejected,
+    role_name,
     send,
     status_error,
     text_field,
@@ -173,10 +174,7 @@ class CvmRoleProvider:
                 "GET", self._endpoint + _ROLE_PATH, timeout=METADATA_TIMEOUT
             )
             response = await send(ctx.http, request, "CVM metadata role name")
-            text = response.text.strip()
-            role = text.splitlines()[0].strip() if text else ""
-            if response.status_code != 200 or not role:
-                raise CredentialError("CVM metadata: the instance has no CAM role", code="http_4xx")
+            role = role_name("CVM metadata role name", response)
         request = ctx.http.build_request(
             "GET", self._endpoint + _ROLE_PATH + quote(role, safe=""), timeout=METADATA_TIMEOUT
         )
