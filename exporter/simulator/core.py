@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -474,12 +475,16 @@ class SimulatorServer:
         port: int = 0,
         *,
         site: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``site`` makes a Sas listener one site's endpoint (as tds.<site>.aliyuncs.com is)."""
+        """``site`` makes a Sas listener one site's endpoint (as tds.<site>.aliyuncs.com is);
+        ``ssl_context`` serves HTTPS (for clients that speak nothing else, e.g. the vendors'
+        credential libraries talking to STS)."""
         simulator._service(cloud)
         self.simulator = simulator
         self.cloud: Cloud = cloud
         self.site = site
+        self.ssl_context = ssl_context
         self._bind = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -497,6 +502,10 @@ class SimulatorServer:
         if self._server is not None:
             return
         self._server = _Server(self._bind, self.simulator, self.cloud, self.site)
+        if self.ssl_context is not None:
+            self._server.socket = self.ssl_context.wrap_socket(
+                self._server.socket, server_side=True
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.1},
