@@ -31,7 +31,7 @@ from tencentcloud.common import credential as tc_credential  # type: ignore[impo
 from tencentcloud.common.profile.client_profile import ClientProfile  # type: ignore[import-untyped]
 from tencentcloud.common.profile.http_profile import HttpProfile  # type: ignore[import-untyped]
 from tencentcloud.tcss.v20201101 import models as tcss_models  # type: ignore[import-untyped]
-from tencentcloud.tcss.v20201101 import tcss_client  # type: ignore[import-untyped]
+from tencentcloud.tcss.v20201101 import tcss_client
 
 from exporter.config import parse_config
 from exporter.credentials import Credential, CredentialHolder
