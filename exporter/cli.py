@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -23,9 +23,10 @@ from exporter.config import (
     ResolvedCredentials,
     load_config,
     parse_config,
-    resolve_all,
 )
 from exporter.cost import estimate
+from exporter.credentials import CredentialHolder
+from exporter.credentials.chain import resolve_providers
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.refresh import Refresher, Source
@@ -94,7 +95,14 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the configuration and credentials, then exit (2 if invalid)",
+        help="validate the configuration and credentials, then exit (2 if invalid); no "
+        "network unless --probe",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="with --check-config: fetch each account's credentials once and make one cheap "
+        "API call (exit 1 if one fails)",
     )
     parser.add_argument(
         "--log.level",
@@ -266,9 +274,18 @@ def demo_clouds() -> Iterator[tuple[dict[str, str], str]]:
         yield urls, f"http://{tencent.address}"
 
 
+Credentials = Mapping[AccountId, ResolvedCredentials | CredentialHolder]
+
+
+def credentials_client() -> httpx.AsyncClient:
+    """The HTTP client of STS, instance metadata and credentials URIs (own pool)."""
+    headers = {"user-agent": f"imagesec-exporter/{__version__}"}
+    return httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), headers=headers)
+
+
 async def serve(
     config: Config,
-    credentials: dict[AccountId, ResolvedCredentials],
+    credentials: Credentials,
     args: argparse.Namespace,
     overrides: dict[str, bool],
     web_config: WebConfig,
@@ -279,7 +296,13 @@ async def serve(
     timeout = httpx.Timeout(15.0, connect=5.0)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http:
+    async with (
+        httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http,
+        credentials_client() as credential_http,
+    ):
+        for holder in credentials.values():
+            if isinstance(holder, CredentialHolder):
+                holder.bind(credential_http, telemetry)
         sources = build_sources(
             config, credentials, telemetry, http, overrides=overrides, shard=shard
         )
@@ -395,10 +418,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--config.file is required (or --demo)")
         config = load_config(Path(args.config_file))
         problems: list[ConfigProblem] = []
-        credentials: dict[AccountId, ResolvedCredentials] = {}
+        credentials: dict[AccountId, ResolvedCredentials | CredentialHolder] = {}
+        origins: dict[AccountId, str] = {}
         web_config = None
         try:
-            credentials = resolve_all(config)
+            for ident, resolved in resolve_providers(config, os.environ).items():
+                credentials[ident] = CredentialHolder(
+                    resolved.provider, cloud=ident[0], account=ident[1]
+                )
+                origins[ident] = f"{resolved.provider.kind} ({resolved.origin})"
         except ConfigError as err:
             problems += err.details
         if args.web_config_file:
@@ -409,7 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check(config, overrides, problems, args.listen_address)
         if args.check_config:
             print(f"configuration is valid: {len(config.accounts)} account(s)")
+            for (provider, name), origin in origins.items():
+                print(f"  {provider}/{name}: credentials {origin}")
+            if args.probe:
+                return asyncio.run(_probe(config, credentials))
             return 0
+        if args.probe:
+            parser.error("--probe needs --check-config")
         return _run(config, credentials, args, overrides, web_config)
     except ConfigError as err:
         for detail in err.details:
@@ -433,9 +467,23 @@ def _check(
         raise ConfigError(problems)
 
 
+async def _probe(config: Config, credentials: Credentials) -> int:
+    from exporter.credentials.probe import probe
+
+    telemetry = Telemetry()
+    holders = {k: v for k, v in credentials.items() if isinstance(v, CredentialHolder)}
+    async with credentials_client() as credential_http, httpx.AsyncClient() as http:
+        for holder in holders.values():
+            holder.bind(credential_http, telemetry)
+        results = await probe(config, holders, http, telemetry)
+    for result in results:
+        print(result)
+    return 0 if all(r.ok for r in results) else 1
+
+
 def _run(
     config: Config,
-    credentials: dict[AccountId, ResolvedCredentials],
+    credentials: Credentials,
     args: argparse.Namespace,
     overrides: dict[str, bool],
     web_config: WebConfig | None = None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +67,18 @@ def credentials() -> dict[tuple[str, str], ResolvedCredentials]:
 
 
 @pytest.fixture
-def signed_at(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
-    """Production wiring signs with the real time; here with the simulator's frozen clock."""
-    monkeypatch.setattr(sources, "utc_now", lambda: dt.datetime.fromtimestamp(clock(), dt.UTC))
-    monkeypatch.setattr(sources, "utc_now_seconds", clock)
-    yield clock
+def signed_at(clock: FakeClock) -> FakeClock:
+    """Requests are signed with the simulator's frozen clock, not the real time."""
+    return clock
 
 
 async def export(sim: Simulator, shard: Shard | None) -> tuple[set[SourceKey], list[bytes]]:
     config = parse_config(CONFIG)
     telemetry = Telemetry()
     async with httpx.AsyncClient(transport=Router(sim)) as http:
-        built = sources.build_sources(config, credentials(), telemetry, http, shard=shard)
+        built = sources.build_sources(
+            config, credentials(), telemetry, http, shard=shard, clock=sim.clock
+        )
         snapshot: Snapshot = await Refresher(built, telemetry=telemetry).run_once()
     down = [str(k) for k, s in snapshot.sources.items() if not s.up]
     assert not down
