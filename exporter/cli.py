@@ -9,8 +9,9 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -23,11 +24,14 @@ from exporter.config import (
     ResolvedCredentials,
     load_config,
     parse_config,
-    resolve_all,
 )
+from exporter.cost import estimate
+from exporter.credentials import CredentialHolder
+from exporter.credentials.chain import resolve_providers
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.refresh import Refresher, Source
+from exporter.sharding import Shard, ordinal
 from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
 from exporter.web import (
@@ -97,7 +101,14 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the configuration and credentials, then exit (2 if invalid)",
+        help="validate the configuration and credentials, then exit (2 if invalid); no "
+        "network unless --probe",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="with --check-config: fetch each account's credentials once and make one cheap "
+        "API call (exit 1 if one fails)",
     )
     parser.add_argument(
         "--log.level",
@@ -107,6 +118,7 @@ def run_parser() -> argparse.ArgumentParser:
         help="log level (IMAGESEC_LOG_LEVEL, default info)",
     )
     parser.add_argument("--version", action="version", version=f"imagesec-exporter {__version__}")
+    add_shard_flags(parser)
     group = parser.add_argument_group("collectors (default: on, or as the config file says)")
     for name, definition in COLLECTORS.items():
         group.add_argument(
@@ -168,6 +180,50 @@ def listen_addresses(args: argparse.Namespace) -> list[str]:
         return list(args.listen_address)
     env = _env("WEB_LISTEN_ADDRESS")
     return [a.strip() for a in env.split(",") if a.strip()] if env else [f":{DEFAULT_PORT}"]
+
+
+def add_shard_flags(parser: argparse.ArgumentParser) -> None:
+    """``--shard I --total-shards N`` and ``--shard.auto`` (kube-state-metrics' convention)."""
+    group = parser.add_argument_group(
+        "sharding: N replicas with the same config split the (account, region) units"
+    )
+    group.add_argument(
+        "--shard",
+        type=int,
+        default=_env("SHARD"),
+        metavar="I",
+        help="this replica's shard, 0..N-1 (IMAGESEC_SHARD, default 0)",
+    )
+    group.add_argument(
+        "--total-shards",
+        dest="total_shards",
+        type=int,
+        default=_env("TOTAL_SHARDS", "1"),
+        metavar="N",
+        help="number of replicas (IMAGESEC_TOTAL_SHARDS, default 1: no sharding)",
+    )
+    group.add_argument(
+        "--shard.auto",
+        dest="shard_auto",
+        action="store_true",
+        default=(_env("SHARD_AUTO") or "").lower() in ("1", "true"),
+        help="take the shard from the StatefulSet ordinal the pod name ends with "
+        "(POD_NAME, else the host name), e.g. imagesec-exporter-2 is shard 2 "
+        "(IMAGESEC_SHARD_AUTO)",
+    )
+
+
+def shard_from_args(
+    args: argparse.Namespace, env: dict[str, str] | None = None, hostname: str | None = None
+) -> Shard:
+    """This replica's shard; ValueError (one sentence) when the flags do not make one."""
+    env = dict(os.environ) if env is None else env
+    index = args.shard
+    if args.shard_auto:
+        if index is not None:
+            raise ValueError("give either --shard or --shard.auto, not both")
+        index = ordinal(env.get("POD_NAME") or hostname or socket.gethostname())
+    return Shard(index or 0, args.total_shards)
 
 
 def simulate_parser() -> argparse.ArgumentParser:
@@ -275,20 +331,39 @@ def demo_clouds() -> Iterator[tuple[dict[str, str], str]]:
         yield urls, f"http://{tencent.address}"
 
 
+Credentials = Mapping[AccountId, ResolvedCredentials | CredentialHolder]
+
+
+def credentials_client() -> httpx.AsyncClient:
+    """The HTTP client of STS, instance metadata and credentials URIs (own pool)."""
+    headers = {"user-agent": f"imagesec-exporter/{__version__}"}
+    return httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), headers=headers)
+
+
 async def serve(
     config: Config,
-    credentials: dict[AccountId, ResolvedCredentials],
+    credentials: Credentials,
     args: argparse.Namespace,
     overrides: dict[str, bool],
     web_config: WebConfig,
+    shard: Shard | None = None,
 ) -> int:
     """Run the refresh loop and the web server until SIGINT/SIGTERM, or refresh once."""
     telemetry = Telemetry()
     timeout = httpx.Timeout(15.0, connect=5.0)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http:
-        sources = build_sources(config, credentials, telemetry, http, overrides=overrides)
+    async with (
+        httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http,
+        credentials_client() as credential_http,
+    ):
+        for holder in credentials.values():
+            if isinstance(holder, CredentialHolder):
+                holder.bind(credential_http, telemetry)
+        sources = build_sources(
+            config, credentials, telemetry, http, overrides=overrides, shard=shard
+        )
+        log_cost(config, sources, shard or Shard())
         refresher = Refresher(sources, telemetry=telemetry, timeout=config.refresh.timeout)
         store = ExpositionStore(refresher.snapshot, telemetry)
         if args.once:
@@ -303,13 +378,22 @@ async def serve(
         refresher.on_snapshot = store.update
         store.start()
         status = ReloadStatus()
+
+        def build(new: Config) -> list[Source]:
+            """Sources of a reloaded config, with credential holders bound like the first ones."""
+            holders: dict[AccountId, ResolvedCredentials | CredentialHolder] = {}
+            for ident, resolved in resolve_providers(new, os.environ).items():
+                holder = CredentialHolder(resolved.provider, cloud=ident[0], account=ident[1])
+                holder.bind(credential_http, telemetry)
+                holders[ident] = holder
+            return build_sources(new, holders, telemetry, http, overrides=overrides, shard=shard)
+
         reloader = ConfigReloader(
             None if args.demo else Path(args.config_file),
             config,
-            credentials,
             overrides,
             refresher,
-            lambda c, r: build_sources(c, r, telemetry, http, overrides=overrides),
+            build,
             status,
         )
         try:
@@ -394,25 +478,23 @@ def start_web(
 class ConfigReloader:
     """SIGHUP and ``POST /-/reload``: re-read the config file and swap the sources.
 
-    Sources of accounts whose settings and credentials did not change keep running with their
-    data; changed ones are rebuilt (keeping their last good data until they refresh); added
-    ones start; removed ones stop. An invalid file is refused, logged and counted, and the
-    running config stays.
+    Sources of accounts whose settings did not change keep running with their data; changed
+    ones are rebuilt (keeping their last good data until they refresh); added ones start;
+    removed ones stop. An invalid file is refused, logged and counted, and the running config
+    stays.
     """
 
     def __init__(
         self,
         path: Path | None,
         config: Config,
-        credentials: dict[AccountId, ResolvedCredentials],
         overrides: dict[str, bool],
         refresher: Refresher,
-        build: Callable[[Config, dict[AccountId, ResolvedCredentials]], list[Source]],
+        build: Callable[[Config], list[Source]],
         status: ReloadStatus,
     ) -> None:
         self._path = path
         self._config = config
-        self._credentials = credentials
         self._overrides = overrides
         self._refresher = refresher
         self._build = build
@@ -433,17 +515,16 @@ class ConfigReloader:
                 return None
             try:
                 config = await asyncio.to_thread(load_config, self._path)
-                credentials = await asyncio.to_thread(resolve_all, config)
                 problems = check_collectors(config, self._overrides)
                 if problems:
                     raise ConfigError(problems)
-                sources = self._build(config, credentials)
+                sources = self._build(config)
             except ConfigError as err:
                 reason = "; ".join(str(d) for d in err.details)
                 self._status.record("config", False)
                 log.error("config reload failed", extra={"error": reason})
                 return reason
-            kept = self._unchanged_accounts(config, credentials)
+            kept = self._unchanged_accounts(config)
             current = {s.key: s for s in self._refresher.sources}
             merged = [
                 current[s.key]
@@ -452,7 +533,7 @@ class ConfigReloader:
                 for s in sources
             ]
             self._refresher.reconfigure(merged, timeout=config.refresh.timeout)
-            self._config, self._credentials = config, credentials
+            self._config = config
             self._status.record("config", True)
             log.info(
                 "config reloaded",
@@ -463,18 +544,35 @@ class ConfigReloader:
             )
             return None
 
-    def _unchanged_accounts(
-        self, config: Config, credentials: dict[AccountId, ResolvedCredentials]
-    ) -> set[AccountId]:
+    def _unchanged_accounts(self, config: Config) -> set[AccountId]:
+        """Accounts whose settings (credentials' fields and files included) are as before."""
         if (config.collectors, config.refresh) != (self._config.collectors, self._config.refresh):
             return set()
         old = {(a.provider, a.name): a for a in self._config.accounts}
-        return {
-            (a.provider, a.name)
-            for a in config.accounts
-            if old.get((a.provider, a.name)) == a
-            and self._credentials.get((a.provider, a.name)) == credentials.get((a.provider, a.name))
-        }
+        return {(a.provider, a.name) for a in config.accounts if old.get((a.provider, a.name)) == a}
+
+
+def log_cost(config: Config, sources: Sequence[Source], shard: Shard) -> None:
+    """Log the shard and what its sources will cost in API calls (exporter/cost.py)."""
+    cost = estimate(sources, config.refresh.estimated_images)
+    log.info(
+        "api cost estimate",
+        extra={
+            "shard": shard.index,
+            "total_shards": shard.total,
+            "sources": len(sources),
+            "calls_per_day": cost.per_day,
+            "first_pass_calls": cost.first_pass,
+            "images": cost.images_per_source,
+            "images_assumed": cost.assumed,
+            "rescans_per_image_per_day": 1,
+        },
+    )
+    if cost.assumed:
+        log.info(
+            "api cost estimate assumes the fleet size",
+            extra={"images": cost.images_per_source, "setting": "refresh.estimated_images"},
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -501,6 +599,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (value := getattr(args, f"collector_{name}")) is not None
     }
     try:
+        shard = shard_from_args(args)
+    except ValueError as err:
+        print(f"config error: --shard: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    args.resolved_shard = shard
+    try:
         if args.demo:
             with demo_clouds() as (aliyun_urls, tencent_url):
                 config, demo_credentials = demo_config(aliyun_urls, tencent_url)
@@ -515,16 +619,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--config.file is required (or --demo)")
         config = load_config(Path(args.config_file))
         problems = []
-        credentials: dict[AccountId, ResolvedCredentials] = {}
+        credentials: dict[AccountId, ResolvedCredentials | CredentialHolder] = {}
+        origins: dict[AccountId, str] = {}
         try:
-            credentials = resolve_all(config)
+            for ident, resolved in resolve_providers(config, os.environ).items():
+                credentials[ident] = CredentialHolder(
+                    resolved.provider, cloud=ident[0], account=ident[1]
+                )
+                origins[ident] = f"{resolved.provider.kind} ({resolved.origin})"
         except ConfigError as err:
             problems += err.details
         web_config = _web_config(args, problems)
         _check(config, overrides, problems, args)
         if args.check_config:
             print(f"configuration is valid: {len(config.accounts)} account(s)")
+            for (provider, name), origin in origins.items():
+                print(f"  {provider}/{name}: credentials {origin}")
+            if args.probe:
+                return asyncio.run(_probe(config, credentials))
             return 0
+        if args.probe:
+            parser.error("--probe needs --check-config")
         return _run(config, credentials, args, overrides, web_config)
     except ConfigError as err:
         for detail in err.details:
@@ -562,14 +677,37 @@ def _check(
         raise ConfigError(problems)
 
 
+async def _probe(config: Config, credentials: Credentials) -> int:
+    from exporter.credentials.probe import probe
+
+    telemetry = Telemetry()
+    holders = {k: v for k, v in credentials.items() if isinstance(v, CredentialHolder)}
+    async with credentials_client() as credential_http, httpx.AsyncClient() as http:
+        for holder in holders.values():
+            holder.bind(credential_http, telemetry)
+        results = await probe(config, holders, http, telemetry)
+    for result in results:
+        print(result)
+    return 0 if all(r.ok for r in results) else 1
+
+
 def _run(
     config: Config,
-    credentials: dict[AccountId, ResolvedCredentials],
+    credentials: Credentials,
     args: argparse.Namespace,
     overrides: dict[str, bool],
     web_config: WebConfig | None = None,
 ) -> int:
     try:
-        return asyncio.run(serve(config, credentials, args, overrides, web_config or WebConfig()))
+        return asyncio.run(
+            serve(
+                config,
+                credentials,
+                args,
+                overrides,
+                web_config or WebConfig(),
+                args.resolved_shard,
+            )
+        )
     except KeyboardInterrupt:
         return 0

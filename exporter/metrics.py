@@ -72,6 +72,10 @@ MALWARE_STATUSES = ("unhandled", "handled", "verifying", "whitelisted", "unknown
 SCANS = ("overall", "vulnerability", "malware", "risk")
 SCAN_STATUSES = ("not_scanned", "pending", "scanning", "succeeded", "failed", "timeout", "unknown")
 IN_USE_FINDINGS = ("baseline", "new_suspicious", "vulnerability")
+# Why an inventory left an image out (config filters and bounds, exporter/filters.py).
+SKIP_REASONS = ("repo_filter", "tag_filter", "newest_tags", "max_images")
+LISTING_SOURCES = ("sas_images", "sas_image_risk", "tcss_images")
+"""The collectors that list images themselves (the account's image filters apply to them)."""
 REGISTRATION_STATUSES = ("in_sas", "not_in_sas", "unknown")
 
 
@@ -204,6 +208,21 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         SOURCE_LABELS,
     ),
     MetricSpec(
+        "imagesec_source_pass_completeness_ratio",
+        Kind.GAUGE,
+        "Share of the source's images its current or last pass has looked up, 0 to 1: below 1 "
+        "while a first pass is under way, or after a pass the timeout stopped (the next "
+        "attempt resumes it); 1 once a pass completed (0 before any data)",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_images_skipped",
+        Kind.GAUGE,
+        "Images the inventory listed but the exporter left out in its last pass, by reason "
+        "(repo_filter, tag_filter, newest_tags, max_images)",
+        (*SOURCE_LABELS, "reason"),
+    ),
+    MetricSpec(
         "imagesec_refresh_failures",
         Kind.COUNTER,
         "Failed refreshes of the source, by error code",
@@ -276,6 +295,19 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         Kind.COUNTER,
         "Renders of the source's part that failed (its part is left out until one succeeds)",
         SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_credential_refresh_failures",
+        Kind.COUNTER,
+        "Failed fetches or renewals of an account's credentials (STS, instance metadata, "
+        "files), by code",
+        ("provider", "account", "code"),
+    ),
+    MetricSpec(
+        "imagesec_credential_expiry_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time the account's current temporary credentials expire (absent for long-lived keys)",
+        ("provider", "account"),
     ),
     MetricSpec(
         "imagesec_build_info",

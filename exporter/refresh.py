@@ -3,16 +3,23 @@
 A source that fails keeps its last good data (served with its age) and is marked down; the
 others carry on. Nothing a source raises escapes: unexpected exceptions are logged and counted
 as ``internal`` so that a bug in one collector cannot stop the loop.
+
+A per-image source (``ReportsProgress``) publishes what its pass has so far while it has no
+complete data yet, so a long first pass shows images as they arrive. A pass that reaches the
+timeout after it made progress is incomplete, not failed: its source stays up, its data says
+how complete it is (``imagesec_source_pass_completeness_ratio``), and the next attempt starts
+at once and resumes from the per-image cache.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from exporter.errors import SourceError
 from exporter.model import Snapshot, SourceData, SourceKey, SourceState
@@ -35,6 +42,13 @@ class Source(Protocol):
         per-image collector fans out over).
         """
         ...
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """A source whose passes report partial data (``completeness`` < 1) as they go."""
+
+    on_progress: Callable[[SourceData], None] | None
 
 
 class Refresher:
@@ -66,7 +80,22 @@ class Refresher:
         self._attempted = {s.key: asyncio.Event() for s in sources}
         self._group: asyncio.TaskGroup | None = None
         self._tasks: dict[SourceKey, asyncio.Task[None]] = {}
+        self._partial: dict[SourceKey, SourceData] = {}
         self.snapshot = Snapshot(dict(self._states))
+        for source in sources:
+            if isinstance(source, ReportsProgress):
+                source.on_progress = functools.partial(self._progress, source.key)
+
+    def _progress(self, key: SourceKey, data: SourceData) -> None:
+        """Partial data of a pass under way: published while no complete data exists."""
+        previous = self._states.get(key)
+        if previous is None:  # removed by reconfigure() while its pass ran
+            return
+        self._partial[key] = data
+        if previous.data is not None and previous.data.completeness >= 1.0:
+            return  # the last complete pass is served until this one completes
+        # Not "down" for being incomplete: only an error of an earlier attempt says so.
+        self._publish(replace(previous, data=data, up=previous.up or not previous.attempted))
 
     def _publish(self, state: SourceState) -> None:
         if state.key not in self._states:  # removed by reconfigure() while it refreshed
@@ -82,6 +111,7 @@ class Refresher:
         upstream: SourceData | None = None
         started = self._monotonic()
         code = ""
+        self._partial.pop(source.key, None)
         try:
             if source.depends_on is not None:
                 upstream = self._states[source.depends_on].data
@@ -96,6 +126,9 @@ class Refresher:
         except SourceError as err:
             code, message = err.code or type(err).__name__, str(err)
         except TimeoutError:
+            partial = self._partial.pop(source.key, None)
+            if partial is not None:
+                return self._incomplete(source, previous, partial, started)
             code, message = "timeout", f"refresh took longer than {self._timeout:g}s"
         except Exception as err:  # a bug must not stop the loop or the other sources
             log.exception("refresh crashed source=%s", source.key)
@@ -134,6 +167,46 @@ class Refresher:
         self._attempted[source.key].set()
         return state
 
+    def _incomplete(
+        self, source: Source, previous: SourceState, partial: SourceData, started: float
+    ) -> SourceState:
+        """A pass stopped by the timeout after it made progress: up, and resumed next time.
+
+        The last complete data, if any, is still served (with the new pass's completeness);
+        otherwise what the pass got.
+        """
+        duration = self._monotonic() - started
+        provider, account, region, name = source.key.labels()
+        log.info(
+            "refresh incomplete",
+            extra={
+                "provider": provider,
+                "account": account,
+                "region": region,
+                "source": name,
+                "images": len(partial.images),
+                "completeness": round(partial.completeness, 4),
+                "duration": round(duration, 3),
+            },
+        )
+        data = partial
+        if previous.data is not None and previous.data.completeness >= 1.0:
+            data = previous.data.with_completeness(partial.completeness)
+        now = self._clock()
+        state = replace(
+            previous,
+            data=data,
+            up=True,
+            attempted=True,
+            last_attempt=now,
+            last_success=now,
+            duration=duration,
+            last_error=None,
+        )
+        self._publish(state)
+        self._attempted[source.key].set()
+        return state
+
     async def run_once(self) -> Snapshot:
         """Refresh every source once, upstream sources before the ones that build on them."""
         pending = list(self.sources)
@@ -153,7 +226,9 @@ class Refresher:
             await self._attempted[source.depends_on].wait()
         while True:
             started = self._monotonic()
-            await self.refresh(source)
+            state = await self.refresh(source)
+            if state.up and state.data is not None and state.data.completeness < 1.0:
+                continue  # an incomplete pass resumes at once (its lookups are cached)
             await asyncio.sleep(max(0.0, source.interval - (self._monotonic() - started)))
 
     async def run(self) -> None:
@@ -186,6 +261,7 @@ class Refresher:
         for key in set(self._states) - set(keys):
             del self._states[key]
             self._attempted.pop(key, None)
+            self._partial.pop(key, None)
             if (task := self._tasks.pop(key, None)) is not None:
                 task.cancel()
         for source in sources:
@@ -200,6 +276,8 @@ class Refresher:
                 else SourceState(key=source.key, interval=source.interval)
             )
             self._attempted.setdefault(source.key, asyncio.Event())
+            if isinstance(source, ReportsProgress):
+                source.on_progress = functools.partial(self._progress, source.key)
             self._start(source)
         self.snapshot = Snapshot(dict(self._states))
         if self.on_snapshot is not None:
