@@ -396,6 +396,12 @@ async def serve(
             build,
             status,
         )
+        # Before the server answers: a SIGTERM right after the first response is a clean stop.
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
         try:
             server = start_web(args, store, web_config, telemetry, status, reloader)
         except (OSError, ValueError) as err:
@@ -411,11 +417,6 @@ async def serve(
             args.telemetry_path,
             len(sources),
         )
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        assert task is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
         loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup, server)
         try:
             await refresher.run()
