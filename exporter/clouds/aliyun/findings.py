@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from exporter.clouds.aliyun.api import (
     SasClient,
@@ -32,6 +32,9 @@ from exporter.normalise import (
     SAS_REGISTRATION,
 )
 from exporter.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from exporter.refresh import Partial
 
 # The Sas part of the malware vocabularies (the catalogue's "unknown" is TCSS's, not ours).
 SAS_MALWARE_LEVELS: tuple[str, ...] = get_args(MalwareLevel)
@@ -68,7 +71,7 @@ class _PerImageSource:
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
-        self.on_progress: Callable[[SourceData], None] | None = None
+        self.on_progress: Callable[[Partial], None] | None = None
         self.details: DetailFanOut[Counts] = DetailFanOut(
             key,
             telemetry,
@@ -97,7 +100,7 @@ class _PerImageSource:
 
     def _progress(self, found: list[tuple[ImageRef, Counts]], done: float) -> None:
         if self.on_progress is not None:
-            self.on_progress(self._data(self.metric, found).with_completeness(done))
+            self.on_progress(lambda: self._data(self.metric, found).with_completeness(done))
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         found = await self.details.run(
