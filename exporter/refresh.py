@@ -85,8 +85,12 @@ class Refresher:
         self._partial: dict[SourceKey, Partial] = {}
         self.snapshot = Snapshot(dict(self._states))
         for source in sources:
-            if isinstance(source, ReportsProgress):
-                source.on_progress = functools.partial(self._progress, source.key)
+            self.watch_progress(source)
+
+    def watch_progress(self, source: Source) -> None:
+        """Have ``source`` report its passes' progress here (every source it refreshes)."""
+        if isinstance(source, ReportsProgress):
+            source.on_progress = functools.partial(self._progress, source.key)
 
     def _progress(self, key: SourceKey, partial: Partial) -> None:
         """Partial data of a pass under way: published while no complete data exists."""
