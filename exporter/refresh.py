@@ -44,11 +44,15 @@ class Source(Protocol):
         ...
 
 
+Partial = Callable[[], SourceData]
+"""Builds the partial data of a pass under way (``completeness`` < 1), only if it is used."""
+
+
 @runtime_checkable
 class ReportsProgress(Protocol):
-    """A source whose passes report partial data (``completeness`` < 1) as they go."""
+    """A source whose passes report partial data as they go."""
 
-    on_progress: Callable[[SourceData], None] | None
+    on_progress: Callable[[Partial], None] | None
 
 
 class Refresher:
@@ -80,22 +84,27 @@ class Refresher:
         self._attempted = {s.key: asyncio.Event() for s in sources}
         self._group: asyncio.TaskGroup | None = None
         self._tasks: dict[SourceKey, asyncio.Task[None]] = {}
-        self._partial: dict[SourceKey, SourceData] = {}
+        self._partial: dict[SourceKey, Partial] = {}
         self.snapshot = Snapshot(dict(self._states))
         for source in sources:
-            if isinstance(source, ReportsProgress):
-                source.on_progress = functools.partial(self._progress, source.key)
+            self.watch_progress(source)
 
-    def _progress(self, key: SourceKey, data: SourceData) -> None:
+    def watch_progress(self, source: Source) -> None:
+        """Have ``source`` report its passes' progress here (every source it refreshes)."""
+        if isinstance(source, ReportsProgress):
+            source.on_progress = functools.partial(self._progress, source.key)
+
+    def _progress(self, key: SourceKey, partial: Partial) -> None:
         """Partial data of a pass under way: published while no complete data exists."""
         previous = self._states.get(key)
         if previous is None:  # removed by reconfigure() while its pass ran
             return
-        self._partial[key] = data
+        self._partial[key] = partial
         if previous.data is not None and previous.data.completeness >= 1.0:
-            return  # the last complete pass is served until this one completes
+            return  # the last complete pass is served until this one completes (not built)
         # Not "down" for being incomplete: only an error of an earlier attempt says so.
-        self._publish(replace(previous, data=data, up=previous.up or not previous.attempted))
+        up = previous.up or not previous.attempted
+        self._publish(replace(previous, data=partial(), up=up))
 
     def _publish(self, state: SourceState) -> None:
         if state.key not in self._states:  # removed by reconfigure() while it refreshed
@@ -128,7 +137,7 @@ class Refresher:
         except TimeoutError:
             partial = self._partial.pop(source.key, None)
             if partial is not None:
-                return self._incomplete(source, previous, partial, started)
+                return self._incomplete(source, previous, partial(), started)
             code, message = "timeout", f"refresh took longer than {self._timeout:g}s"
         except Exception as err:  # a bug must not stop the loop or the other sources
             log.exception("refresh crashed source=%s", source.key)
@@ -276,8 +285,7 @@ class Refresher:
                 else SourceState(key=source.key, interval=source.interval)
             )
             self._attempted.setdefault(source.key, asyncio.Event())
-            if isinstance(source, ReportsProgress):
-                source.on_progress = functools.partial(self._progress, source.key)
+            self.watch_progress(source)
             self._start(source)
         self.snapshot = Snapshot(dict(self._states))
         if self.on_snapshot is not None:

@@ -756,6 +756,37 @@ async def test_vulnerability_records_that_do_not_add_up_fall_back_to_filtered_co
     assert sum(invalid.values()) == 1
 
 
+async def test_a_refused_record_page_size_falls_back_to_filtered_counts_for_good(
+    clock: FakeClock,
+) -> None:
+    counts = {f"uuid-{i}": {"asap": i, "later": 2, "nntf": 3} for i in (1, 2)}
+    paged = vul_answer(counts)
+
+    def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
+        if params["PageSize"] != "1":  # a Sas that takes no page of 100
+            body = {"RequestId": "r", "Code": "InvalidParameter", "Message": "PageSize"}
+            return httpx.Response(400, json=body)
+        return paged(params, request)
+
+    handler = Sas(**{VULS: answer})
+    telemetry = Telemetry()
+    source = vul_source(make_client(handler, telemetry, clock), telemetry, concurrency=1)
+    data = await source.refresh(inventory(image(1), image(2)))
+    values = {(s.image.image_id, s.extra[0]): s.value for s in data.samples}
+    assert values[("uuid-1", "high")] == 1 and values[("uuid-2", "high")] == 2
+    assert values[("uuid-2", "low")] == 3
+    # One refused page, then only the filtered counts: 1 + 3 + 3 calls.
+    assert [p.get("Necessity") for p in handler.params(VULS)] == [
+        None,
+        "asap",
+        "later",
+        "nntf",
+        "asap",
+        "later",
+        "nntf",
+    ]
+
+
 async def test_vulnerabilities_are_looked_up_again_when_the_total_changes(
     clock: FakeClock,
 ) -> None:

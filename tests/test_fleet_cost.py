@@ -7,8 +7,11 @@ costs one lookup per finished scan, not one per scan stage.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import importlib.util
 import itertools
+from pathlib import Path
 
 import httpx
 import pytest
@@ -234,3 +237,21 @@ async def test_tcss_running_scans_cost_at_most_one_lookup_per_stage_change(
     assert markers <= calls <= markers + stage_moves
     # Before, every running scan's detail was fetched on every refresh.
     assert calls < markers + running
+
+
+async def test_the_fetch_cost_benchmark_runs_short_and_meets_its_targets() -> None:
+    """bench/fetch_cost.py, bounded: the script keeps working and its targets hold."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "fetch_cost.py"
+    spec = importlib.util.spec_from_file_location("fetch_cost", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(images=100, churn_images=20, hours=0.25)
+    result = await bench.run(args)
+    for row in result["steady"]:
+        assert row["unchanged_calls"] == 0
+        assert row["first_pass_calls"] <= 1.1 * row["first_pass_minimum"]
+        assert 0 < row["rescan_calls"] <= 1.1 * row["rescan_minimum"]
+    aliyun, tencent = result["churn"]
+    assert aliyun["lookups"] == 2 * aliyun["finished_scans"]  # one per collector and scan
+    assert tencent["lookups"] <= tencent["lookups_before"]

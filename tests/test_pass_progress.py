@@ -181,7 +181,7 @@ class Resumable:
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         self.attempts += 1
         if self.attempts == 1:
-            self.on_progress(SourceData(images=(image(1),), completeness=0.5))
+            self.on_progress(lambda: SourceData(images=(image(1),), completeness=0.5))
             await asyncio.sleep(3600)
         return SourceData(images=(image(1), image(2)))
 

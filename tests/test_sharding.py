@@ -214,3 +214,25 @@ def test_statefulset_example_agrees_with_the_deployment_and_its_flags() -> None:
     monitor = base["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
     assert not monitor.items() <= headless["metadata"]["labels"].items()
     assert base["Service"]["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_the_cost_is_logged_at_start_with_the_shard(caplog: pytest.LogCaptureFixture) -> None:
+    config = parse_config(CONFIG)
+
+    class S:
+        def __init__(self, source: str) -> None:
+            self.key = SourceKey("aliyun", "a1", "cn-shanghai", source)
+            self.interval = 300.0
+            self.depends_on = None
+
+        async def refresh(self, upstream: object) -> Any:
+            raise NotImplementedError
+
+    with caplog.at_level("INFO", logger="exporter"):
+        cli.log_cost(config, [S("sas_images")], Shard(1, 3))  # type: ignore[list-item]
+    estimate_record, assumed = caplog.records
+    assert estimate_record.getMessage() == "api cost estimate"
+    assert (estimate_record.shard, estimate_record.total_shards) == (1, 3)  # type: ignore[attr-defined]
+    assert estimate_record.calls_per_day == 50 * 288  # type: ignore[attr-defined]
+    assert estimate_record.images_assumed is True  # type: ignore[attr-defined]
+    assert assumed.getMessage() == "api cost estimate assumes the fleet size"

@@ -6,6 +6,7 @@ the official SDK sends them (cloud-api-facts.md 1b).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +40,8 @@ from exporter.errors import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+
+log = logging.getLogger(__name__)
 
 VERSION = "2018-12-03"
 PROVIDER = "aliyun"
@@ -277,26 +280,47 @@ async def _vul_page(
     return await client.call_model("DescribeImageVulList", params, DescribeImageVulListResponse)
 
 
-async def count_vulnerabilities_by_necessity(
-    client: SasClient,
-    image_uuid: str,
-    necessities: tuple[str, ...],
-    expected: int | None = None,
-) -> dict[str, int]:
-    """Open vulnerabilities of one image per ``Necessity``, in as few calls as the image needs.
+class VulnerabilityCounter:
+    """Counts one image's open vulnerabilities per ``Necessity``, in as few calls as it needs.
 
-    ``expected`` is the image's ``VulCount`` from the inventory, if known. When its records
+    When the image's records (``expected`` is its ``VulCount`` from the inventory, if known)
     fit in at most ``VUL_MAX_RECORD_PAGES`` pages of ``VUL_PAGE_SIZE``, they are read and
     counted by their ``Necessity`` (one call for an image with up to 100 open
     vulnerabilities); otherwise, or when the records do not add up to ``TotalCount`` (rows
     that did not parse, a list that moved between pages), each necessity is counted with a
-    ``Necessity`` filter and ``PageSize=1`` (three calls, whatever the size).
+    ``Necessity`` filter and ``PageSize=1`` (three calls, whatever the size). Should Sas
+    refuse the page size (``InvalidParameter*``: it documents no maximum), the counter keeps
+    to the filtered counts from then on.
     """
-    if expected is None or math.ceil(expected / VUL_PAGE_SIZE) <= VUL_MAX_RECORD_PAGES:
-        counts = await _count_from_records(client, image_uuid)
-        if counts is not None:
-            return {n: counts.get(n, 0) for n in necessities}
-    return {n: await count_image_vulnerabilities(client, image_uuid, n) for n in necessities}
+
+    def __init__(self, client: SasClient) -> None:
+        self.client = client
+        self.read_records = True
+
+    async def count(
+        self, image_uuid: str, necessities: tuple[str, ...], expected: int | None = None
+    ) -> dict[str, int]:
+        fits = expected is None or math.ceil(expected / VUL_PAGE_SIZE) <= VUL_MAX_RECORD_PAGES
+        if self.read_records and fits:
+            try:
+                counts = await _count_from_records(self.client, image_uuid)
+            except RequestError as err:
+                if not err.code.startswith("InvalidParameter"):
+                    raise
+                self.read_records = False
+                log.warning(
+                    "vulnerability record pages refused, counting by necessity filters",
+                    extra={
+                        "provider": PROVIDER,
+                        "action": "DescribeImageVulList",
+                        "code": err.code,
+                    },
+                )
+                counts = None
+            if counts is not None:
+                return {n: counts.get(n, 0) for n in necessities}
+        client = self.client
+        return {n: await count_image_vulnerabilities(client, image_uuid, n) for n in necessities}
 
 
 async def _count_from_records(client: SasClient, image_uuid: str) -> Counter[str] | None:

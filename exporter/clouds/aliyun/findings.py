@@ -8,13 +8,14 @@ with the repository namespace, name, tag and region the rows name, exactly as
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Hashable
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from exporter.clouds.aliyun.api import (
     SasClient,
-    count_vulnerabilities_by_necessity,
+    VulnerabilityCounter,
     describe_affected_malicious_file_images,
     describe_image_baseline_check_result,
     list_image_risk,
@@ -32,6 +33,9 @@ from exporter.normalise import (
     SAS_REGISTRATION,
 )
 from exporter.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from exporter.refresh import Partial
 
 # The Sas part of the malware vocabularies (the catalogue's "unknown" is TCSS's, not ours).
 SAS_MALWARE_LEVELS: tuple[str, ...] = get_args(MalwareLevel)
@@ -68,7 +72,7 @@ class _PerImageSource:
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
-        self.on_progress: Callable[[SourceData], None] | None = None
+        self.on_progress: Callable[[Partial], None] | None = None
         self.details: DetailFanOut[Counts] = DetailFanOut(
             key,
             telemetry,
@@ -97,7 +101,7 @@ class _PerImageSource:
 
     def _progress(self, found: list[tuple[ImageRef, Counts]], done: float) -> None:
         if self.on_progress is not None:
-            self.on_progress(self._data(self.metric, found).with_completeness(done))
+            self.on_progress(lambda: self._data(self.metric, found).with_completeness(done))
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         found = await self.details.run(
@@ -138,7 +142,7 @@ class SasVulnerabilitiesSource(_PerImageSource):
     with status unfixed or being fixed. An image with up to 100 of them costs one call: one
     page of records, counted by their ``Necessity``; up to 300, a call per page; beyond, or
     when the records do not add up, three calls (a ``Necessity`` filter and ``PageSize=1``
-    each, ``TotalCount`` read): see ``count_vulnerabilities_by_necessity`` and the README's
+    each, ``TotalCount`` read): see ``VulnerabilityCounter`` and the README's
     cost table. Looked up again only when the image's finished scan time or its
     vulnerability total changes, not as a running scan moves through its stages::
 
@@ -150,12 +154,16 @@ class SasVulnerabilitiesSource(_PerImageSource):
     action = "DescribeImageVulList"
     metric = "imagesec_image_vulnerabilities_by_severity"
 
+    @functools.cached_property
+    def counter(self) -> VulnerabilityCounter:
+        return VulnerabilityCounter(self.client)
+
     def cache_key(self, ref: ImageRef) -> Hashable:
         return (ref.native_id, ref.scan_marker, ref.vulnerabilities)
 
     async def lookup(self, ref: ImageRef) -> Counts:
-        counts = await count_vulnerabilities_by_necessity(
-            self.client, ref.native_id, tuple(SAS_NECESSITY_SEVERITY), ref.vulnerabilities
+        counts = await self.counter.count(
+            ref.native_id, tuple(SAS_NECESSITY_SEVERITY), ref.vulnerabilities
         )
         return tuple((SAS_NECESSITY_SEVERITY[n], total) for n, total in counts.items())
 

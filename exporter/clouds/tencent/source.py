@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 from exporter.clouds.fanout import DEFAULT_PUBLISH_EVERY, DetailFanOut
 from exporter.clouds.tencent.api import (
@@ -45,6 +46,9 @@ from exporter.model import (
 )
 from exporter.normalise import split_image_name, tcss_scan_status
 from exporter.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from exporter.refresh import Partial
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +230,7 @@ class TcssImageDetailSource:
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
-        self.on_progress: Callable[[SourceData], None] | None = None
+        self.on_progress: Callable[[Partial], None] | None = None
         self.details: DetailFanOut[ImageDetail | None] = DetailFanOut(
             key,
             telemetry,
@@ -251,7 +255,7 @@ class TcssImageDetailSource:
 
     def _progress(self, found: list[tuple[ImageRef, ImageDetail | None]], done: float) -> None:
         if self.on_progress is not None:
-            self.on_progress(self._data(found).with_completeness(done))
+            self.on_progress(lambda: self._data(found).with_completeness(done))
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         if upstream is None:
