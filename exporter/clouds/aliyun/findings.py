@@ -129,7 +129,7 @@ class SasBaselineSource(_PerImageSource):
         totals = dict.fromkeys(BASELINE_SEVERITIES, 0)
         for row in rows:
             for field, severity in SAS_BASELINE_FIELDS.items():
-                totals[severity] += getattr(row, field)
+                totals[severity] += getattr(row, field) or 0
         return tuple(totals.items())
 
 
@@ -306,7 +306,7 @@ class SasImageRiskSource:
             )
             try:
                 stats = parse_statistics(row.statistics)
-            except ValueError as err:  # bad JSON or a bad value (ValidationError is one)
+            except (ValueError, RecursionError, OverflowError) as err:  # bad JSON or value
                 report(row, err)
                 continue
             if stats is None:
