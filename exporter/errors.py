@@ -41,6 +41,10 @@ OWN_CODES: frozenset[str] = frozenset(
         "upstream_unavailable",  # the collector this one builds on has no data yet
         "internal",  # a bug (the refresh loop's catch-all)
         "other",  # a vendor code outside the known set
+        # credentials (exporter/credentials/base.py CREDENTIAL_ERROR_CODES)
+        "credentials_expired",
+        "token_file",
+        "rejected",
     }
 )
 

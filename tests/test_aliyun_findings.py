@@ -629,28 +629,47 @@ async def test_fan_out_is_rate_limited_by_the_clients_token_bucket(clock: FakeCl
     assert sum(clock.slept) == pytest.approx(2.4, abs=0.01)
 
 
-async def test_a_failed_lookup_fails_the_refresh_and_keeps_what_completed(
-    clock: FakeClock,
-) -> None:
-    broken = {"uuid-3"}
-
+def flaky_baseline(broken: set[str]) -> Callable[[dict[str, str], httpx.Request], httpx.Response]:
     def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
         if params["ImageUuid"] in broken:
             return httpx.Response(500, json={"Code": "ServerError", "Message": "ServerError"})
         return baseline_answer(params, request)
 
+    return answer
+
+
+async def test_a_failed_lookup_keeps_the_images_last_good_detail(clock: FakeClock) -> None:
+    broken: set[str] = set()
     telemetry = Telemetry()
-    client = make_client(Sas(**{BASELINE: answer}), telemetry, clock)
+    client = make_client(Sas(**{BASELINE: flaky_baseline(broken)}), telemetry, clock)
+    source = baseline_source(client, telemetry, concurrency=2)
+    first = await source.refresh(inventory(*[image(i) for i in range(6)]))
+    broken.add("uuid-3")
+    rescanned = [image(i, marker="m1") for i in range(6)]  # every image needs a new lookup
+    data = await source.refresh(inventory(*rescanned))
+    assert data.samples == first.samples  # uuid-3 kept its last good counts
+    assert source.details.failed == 1
+    labels = skey("sas_baseline").labels()
+    assert telemetry.value("imagesec_detail_lookup_failures", labels) == 1
+    assert set(source.details.cache) == {(f"uuid-{i}", "m1") for i in range(6) if i != 3}
+
+
+async def test_most_lookups_failing_fails_the_refresh_and_keeps_what_completed(
+    clock: FakeClock,
+) -> None:
+    broken = {f"uuid-{i}" for i in range(2, 6)}
+    telemetry = Telemetry()
+    client = make_client(Sas(**{BASELINE: flaky_baseline(broken)}), telemetry, clock)
     source = baseline_source(client, telemetry, concurrency=1)
     refs = [image(i) for i in range(6)]
     with pytest.raises(UpstreamError) as err:  # the error itself, not an ExceptionGroup
         await source.refresh(inventory(*refs))
     assert err.value.code == "ServerError"
-    assert set(source.details.cache) == {(f"uuid-{i}", "m0") for i in range(3)}
+    assert set(source.details.cache) == {(f"uuid-{i}", "m0") for i in range(2)}
     broken.clear()
     before = api_requests(telemetry, BASELINE)
     data = await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, BASELINE) - before == 3
+    assert api_requests(telemetry, BASELINE) - before == 4
     assert len(data.samples) == 18
 
 

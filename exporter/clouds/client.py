@@ -257,9 +257,7 @@ class ApiClient:
                 code="connect",
             ) from err
         headers = [(k, v) for k, v in response.headers.multi_items() if k not in _WIRE_HEADERS]
-        return httpx.Response(
-            response.status_code, headers=headers, content=body, request=request
-        )
+        return httpx.Response(response.status_code, headers=headers, content=body, request=request)
 
     async def _send(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
         # Credentials that cannot be had (CredentialError, an AuthError) fail the call before

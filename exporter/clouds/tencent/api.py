@@ -42,6 +42,8 @@ PAGINATION: dict[str, PageSpec] = {
     "DescribeAssetImageList": PageSpec(style="offset", page_size=100),
 }
 
+ACTIONS = ("DescribeAssetImageList", "DescribeAssetImageDetail")
+
 # Vendor codes (cloud-api-facts.md 2d) by what retrying can do about them. Codes not listed
 # (InvalidParameter*, MissingParameter, ResourceNotFound, UnsupportedRegion, FailedOperation*,
 # ...) reject the request itself: RequestError, never retried.
