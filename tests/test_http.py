@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import random
-from collections.abc import Mapping
+import zlib
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
-
-import gzip
-import zlib
-from collections.abc import AsyncIterator
 
 from exporter.clouds.http import (
     Page,

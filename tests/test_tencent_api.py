@@ -528,7 +528,9 @@ async def test_an_image_removed_mid_walk_is_not_lost(clock: FakeClock) -> None:
             del fleet[3]
         return ok({"List": fleet[offset : offset + limit], "TotalCount": len(fleet)})
 
-    rows = await describe_asset_image_list(make_client(Tcss(**{LIST: shrinking}), Telemetry(), clock))
+    rows = await describe_asset_image_list(
+        make_client(Tcss(**{LIST: shrinking}), Telemetry(), clock)
+    )
     # Image 100 slid back onto page 1 and is found by re-reading it; image 3, seen before it
     # went, is kept for this pass.
     assert {r.image_id for r in rows} == listed and len(rows) == 250

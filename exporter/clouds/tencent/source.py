@@ -294,5 +294,9 @@ def _cache_key(ref: ImageRef) -> Hashable:
 
 
 def _found(detail: ImageDetail | None) -> bool:
-    """Whether a detail may be cached: one was found (not vanished, not invalid)."""
-    return detail is not None
+    """Whether a detail may be cached: one was found (not vanished, not invalid), and none of
+    its strings had to be repaired (a garbled answer is fetched again next time, so the fixed
+    upstream shows at once rather than when the scan marker next moves)."""
+    return detail is not None and not any(
+        isinstance(v, str) and "\ufffd" in v for v in detail.__dict__.values()
+    )
