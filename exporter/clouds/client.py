@@ -79,6 +79,11 @@ def connection_cause(err: BaseException) -> dict[str, object]:
     return found
 
 
+def _request_id(answer: object) -> str:
+    value = answer.get("RequestId") if isinstance(answer, dict) else None
+    return clean_label(value[:65], 64) if isinstance(value, str) else ""
+
+
 async def _replay(content: bytes) -> AsyncIterator[bytes]:
     yield content
 
@@ -270,17 +275,20 @@ class ApiClient:
         bucket = self._bucket(action)
         try:
             response = await self._exchange(action, request, auth)
-            if self._log.isEnabledFor(logging.DEBUG):
-                self._log.debug(
-                    "api request",
-                    extra={
-                        **self._context(action),
-                        "status": response.status_code,
-                        "latency": round(time.monotonic() - started, 4),
-                        "bytes": len(response.content),
-                    },
-                )
-            answer = self._decode(action, response)
+            try:
+                answer = self._decode(action, response)
+            finally:
+                if self._log.isEnabledFor(logging.DEBUG):
+                    self._log.debug(
+                        "api request",
+                        extra={
+                            **self._context(action),
+                            "status": response.status_code,
+                            "latency": round(time.monotonic() - started, 4),
+                            "bytes": len(response.content),
+                            "request_id": _request_id(locals().get("answer")),
+                        },
+                    )
         except SourceError as err:
             err.provider = err.provider or self.PROVIDER
             if isinstance(err, ThrottledError):
