@@ -394,3 +394,39 @@ async def test_an_echoed_credential_never_reaches_logs_or_the_landing_page(
             assert secret not in state.last_error and secret not in page
             assert secret not in logged
         assert any(action == "DescribeImageInstances" for action, _ in r.hostile.seen)
+
+
+async def test_a_connection_error_names_its_host_and_cause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = parse_config(
+        {
+            "accounts": [
+                {
+                    "name": "gone",
+                    "provider": "tencent",
+                    "regions": ["ap-guangzhou"],
+                    "endpoint": f"http://127.0.0.1:{port}",
+                    "collectors": {"tcss_image_detail": {"enabled": False}},
+                }
+            ],
+            "refresh": {"max_attempts": 1},
+        }
+    )
+    caplog.set_level(logging.WARNING)
+    telemetry = Telemetry()
+    async with Pools(http_limits(config.http)) as pools:
+        sources = build_sources(config, resolve_all(config, ENV), telemetry, pools)
+        snapshot = await Refresher(sources, telemetry=telemetry).run_once()
+    (state,) = snapshot.sources.values()
+    assert not state.up and "host=127.0.0.1" in state.last_error
+    assert "errno=ECONNREFUSED" in state.last_error
+    (failed,) = [r for r in caplog.records if r.getMessage() == "api call failed"]
+    assert failed.__dict__["provider"] == "tencent" and failed.__dict__["account"] == "gone"
+    assert failed.__dict__["action"] == "DescribeAssetImageList"
+    assert failed.__dict__["code"] == "connect"
