@@ -32,7 +32,7 @@ from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.refresh import Refresher, Source
 from exporter.sharding import Shard, ordinal
-from exporter.sources import build_sources, check_collectors
+from exporter.sources import Pools, build_sources, check_collectors, http_limits
 from exporter.telemetry import Telemetry
 from exporter.web import (
     Limits,
@@ -350,11 +350,9 @@ async def serve(
 ) -> int:
     """Run the refresh loop and the web server until SIGINT/SIGTERM, or refresh once."""
     telemetry = Telemetry()
-    timeout = httpx.Timeout(15.0, connect=5.0)
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}
     async with (
-        httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http,
+        Pools(http_limits(config.http), headers) as http,
         credentials_client() as credential_http,
     ):
         for holder in credentials.values():
@@ -364,7 +362,12 @@ async def serve(
             config, credentials, telemetry, http, overrides=overrides, shard=shard
         )
         log_cost(config, sources, shard or Shard())
-        refresher = Refresher(sources, telemetry=telemetry, timeout=config.refresh.timeout)
+        refresher = Refresher(
+            sources,
+            telemetry=telemetry,
+            timeout=config.refresh.timeout,
+            max_age=config.refresh.max_age,
+        )
         store = ExpositionStore(refresher.snapshot, telemetry)
         if args.once:
             snapshot = await refresher.run_once()

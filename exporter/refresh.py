@@ -1,7 +1,8 @@
 """The background refresh loop: runs every source on its interval and swaps immutable snapshots.
 
 A source that fails keeps its last good data (served with its age) and is marked down; the
-others carry on. Nothing a source raises escapes: unexpected exceptions are logged and counted
+others carry on. With ``max_age``, data older than that is dropped at the next failure and the
+source is marked expired (``imagesec_source_expired``). Nothing a source raises escapes: unexpected exceptions are logged and counted
 as ``internal`` so that a bug in one collector cannot stop the loop.
 
 A per-image source (``ReportsProgress``) publishes what its pass has so far while it has no
@@ -67,6 +68,7 @@ class Refresher:
         *,
         telemetry: Telemetry,
         timeout: float = 120.0,
+        max_age: float | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         on_snapshot: Callable[[Snapshot], None] | None = None,
@@ -77,6 +79,7 @@ class Refresher:
         self.sources = list(sources)
         self._telemetry = telemetry
         self._timeout = timeout
+        self._max_age = max_age
         self._clock = clock
         self._monotonic = monotonic
         self.on_snapshot = on_snapshot
@@ -146,14 +149,21 @@ class Refresher:
         if code:
             log.warning("refresh failed source=%s code=%s error=%s", source.key, code, message)
             self._telemetry.inc("imagesec_refresh_failures", (*source.key.labels(), code))
+            now = self._clock()
             state = replace(
                 previous,
                 up=False,
                 attempted=True,
-                last_attempt=self._clock(),
+                last_attempt=now,
                 duration=duration,
                 last_error=message[:300],
             )
+            if self._expired(previous, now):
+                log.warning(
+                    "dropped expired data",
+                    extra={"source": str(source.key), "max_age": self._max_age},
+                )
+                state = replace(state, data=None, expired=True)
         else:
             log.info(
                 "refresh ok source=%s images=%d duration=%.2fs",
@@ -171,6 +181,7 @@ class Refresher:
                 last_success=now,
                 duration=duration,
                 last_error=None,
+                expired=False,
             )
         self._publish(state)
         self._attempted[source.key].set()
@@ -215,6 +226,12 @@ class Refresher:
         self._publish(state)
         self._attempted[source.key].set()
         return state
+
+    def _expired(self, previous: SourceState, now: float) -> bool:
+        """Whether ``previous``'s last good data is older than ``max_age`` (and so dropped)."""
+        if self._max_age is None or previous.data is None or previous.last_success is None:
+            return False
+        return now - previous.last_success > self._max_age
 
     async def run_once(self) -> Snapshot:
         """Refresh every source once, upstream sources before the ones that build on them."""

@@ -79,6 +79,10 @@ def landing_page(snapshot: Snapshot, telemetry_path: str) -> bytes:
     for key in sorted(snapshot.sources):
         s = snapshot.sources[key]
         state = "up" if s.up else ("down" if s.attempted else "pending")
+        if s.data is not None and s.data.truncated:
+            state += f" (incomplete: {s.data.truncated})"
+        if s.expired:
+            state += " (data expired)"
         images = len(s.data.images) if s.data else 0
         rows.append(
             "<tr>"

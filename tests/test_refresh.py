@@ -171,3 +171,29 @@ async def test_reconfigure_keeps_unchanged_sources_and_the_last_good_data_of_cha
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_last_good_data_older_than_max_age_is_dropped_visibly(clock: FakeClock) -> None:
+    source = FakeSource("sas_images")
+    refresher = Refresher([source], telemetry=Telemetry(), clock=clock, max_age=600)
+    await refresher.run_once()
+    source.outcome = AuthError("denied", code="InvalidAccessKeyId")
+    clock.advance(600)
+    kept = (await refresher.run_once()).sources[source.key]
+    assert kept.data is not None and not kept.expired  # exactly max_age old: still served
+    clock.advance(1)
+    dropped = (await refresher.run_once()).sources[source.key]
+    assert dropped.data is None and dropped.expired and not dropped.up
+    source.outcome = SourceData(images=(ImageRef(IMAGE, "u1", "m1"),))
+    back = (await refresher.run_once()).sources[source.key]
+    assert back.up and back.data is not None and not back.expired
+
+
+def test_max_age_shorter_than_an_interval_is_a_config_error() -> None:
+    from exporter.config import parse_config
+    from exporter.errors import ConfigError
+
+    account = {"name": "a", "provider": "tencent", "regions": ["ap-guangzhou"]}
+    parse_config({"accounts": [account], "refresh": {"max_age": "1h"}})
+    with pytest.raises(ConfigError, match="max_age"):
+        parse_config({"accounts": [account], "refresh": {"max_age": "1m"}})
