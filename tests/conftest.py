@@ -12,8 +12,8 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 
 # The instant whose scan state a simulator on the real (signing) clock serves in tests:
-# 2026-12-02 06:00 UTC, at which the suite used to fail when the fleet followed the wall clock.
-FLEET_NOW = 1_796_191_200.0
+# 2028-02-29 15:59:50 UTC, at which the suite used to fail when the fleet followed the wall clock.
+FLEET_NOW = 1_835_452_790.0
 
 
 def fleet_now() -> float:
