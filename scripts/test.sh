@@ -35,7 +35,7 @@ CLOCK_TESTS=(
   tests/test_sdk_contract_aliyun.py tests/test_sdk_contract_tencent.py
   tests/test_aliyun_signing.py tests/test_tencent_signing.py
   tests/test_aliyun_findings_simulator.py tests/test_tencent_simulator.py
-  tests/test_refresh.py tests/test_chaos.py
+  tests/test_refresh.py tests/test_chaos.py tests/test_credentials_config.py
   tests/test_cli.py::test_once_demo_prints_both_clouds_and_exits_0
 )
 at_instant() { # TZ, instant
