@@ -79,9 +79,9 @@ class CredentialHolder:
             self._telemetry = telemetry
 
     def _due(self, now: float) -> bool:
-        if self._current is None:
-            return self._renew_at is None or now >= self._renew_at
-        if self.provider.changed():
+        if self._failures and self._renew_at is not None and now < self._renew_at:
+            return False  # backing off after a failure (a broken file is not re-read per call)
+        if self._current is None or self.provider.changed():
             return True
         return self._renew_at is not None and now >= self._renew_at
 
