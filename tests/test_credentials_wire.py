@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
@@ -13,7 +14,7 @@ import pytest
 
 from exporter.clouds.aliyun.signing import signature_v1
 from exporter.config import parse_config
-from exporter.credentials import CredentialError, CredentialHolder
+from exporter.credentials import Credential, CredentialError, CredentialHolder, Provider
 from exporter.credentials.chain import resolve_provider
 from exporter.telemetry import Telemetry
 from tests.conftest import FakeClock
@@ -29,16 +30,16 @@ ALIYUN_DOC = {
 class Recorder:
     """A fake endpoint: records requests, answers from ``answer(request)``."""
 
-    def __init__(self, answer: object) -> None:
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response]) -> None:
         self.answer = answer
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        return self.answer(request)  # type: ignore[operator]
+        return self.answer(request)
 
 
-def provider_of(provider: str, credentials: dict[str, object], **account: object):
+def provider_of(provider: str, credentials: dict[str, object], **account: object) -> Provider:
     region = "cn-shanghai" if provider == "aliyun" else "ap-guangzhou"
     parsed = parse_config(
         {
@@ -56,7 +57,9 @@ def provider_of(provider: str, credentials: dict[str, object], **account: object
     return resolve_provider(parsed, {}, home=Path("/nonexistent")).provider
 
 
-async def fetch(provider, recorder: Recorder, clock: FakeClock | None = None):
+async def fetch(
+    provider: Provider, recorder: Recorder, clock: FakeClock | None = None
+) -> Credential:
     clock = clock or FakeClock(1_767_225_600.0)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as http:
         holder = CredentialHolder(
@@ -166,7 +169,7 @@ async def test_tencent_sts_error_is_rejected_with_the_vendor_code_only() -> None
     assert "abc.def" not in str(err.value)  # the vendor message may echo what was sent
 
 
-def _metadata(imds_token_status: int):
+def _metadata(imds_token_status: int) -> Callable[[httpx.Request], httpx.Response]:
     def answer(request: httpx.Request) -> httpx.Response:
         if request.method == "PUT":
             return httpx.Response(imds_token_status, text="imds-token")
