@@ -471,7 +471,8 @@ async def test_first_fetch_failure_is_an_auth_error_and_is_retried_with_backoff(
         rig = Rig(env, [acc], http)
         with pytest.raises(CredentialError) as err:
             await rig.holder().get()
-        assert err.value.code == "rejected" and "EntityNotExist.Role" in str(err.value)
+        assert err.value.code == "credentials_unavailable"
+        assert "EntityNotExist.Role" in str(err.value)
         with pytest.raises(CredentialError):
             await rig.holder().get()  # within the backoff: no second call
         assert env.sim.request_counts[("aliyun", "AssumeRoleWithOIDC")] == 1

@@ -4,7 +4,6 @@ accepted setting reaches the request; IMDSv2 fallback; backoff on a broken key f
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote
@@ -14,7 +13,7 @@ import pytest
 
 from exporter.clouds.aliyun.signing import signature_v1
 from exporter.config import parse_config
-from exporter.credentials import Credential, CredentialError, CredentialHolder, Provider
+from exporter.credentials import Credential, CredentialError, CredentialHolder, Fetch, Provider
 from exporter.credentials.chain import resolve_provider
 from exporter.telemetry import Telemetry
 from tests.conftest import FakeClock
@@ -60,12 +59,10 @@ def provider_of(provider: str, credentials: dict[str, object], **account: object
 async def fetch(
     provider: Provider, recorder: Recorder, clock: FakeClock | None = None
 ) -> Credential:
+    """One fetch by the provider itself (the holder would wrap its errors)."""
     clock = clock or FakeClock(1_767_225_600.0)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as http:
-        holder = CredentialHolder(
-            provider, cloud="x", account="a", http=http, clock=clock, rng=random.Random(1)
-        )
-        return await holder.get()
+        return await provider.fetch(Fetch(http, clock))
 
 
 async def test_aliyun_assume_role_sends_every_setting_signed_by_the_base_key() -> None:

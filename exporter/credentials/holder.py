@@ -11,7 +11,8 @@ Rules:
   ``imagesec_credential_refresh_failures_total{provider,account,code}`` and retried with
   exponential backoff (10 s doubling to 5 min, never later than a quarter of the remaining
   lifetime). Once they have expired, :meth:`CredentialHolder.get` raises ``CredentialError``
-  with code ``credentials_expired``, so every source of the account goes down with that code.
+  with code ``credentials_expired`` (``credentials_unavailable`` while none was ever fetched),
+  so every source of the account goes down with that code.
 """
 
 from __future__ import annotations
@@ -102,7 +103,14 @@ class CredentialHolder:
         now = self._clock()
         current = self._current
         if current is None:
-            raise self._last_error or CredentialError("no credentials yet", code="connect")
+            last = self._last_error
+            raise CredentialError(
+                f"{self.cloud}/{self.account}: no {self.kind} credentials: "
+                + (last.message if last else "none fetched yet"),
+                code="credentials_unavailable",
+                provider=self.cloud,
+                request_id=last.request_id if last else "",
+            )
         if _expired(current, now):
             reason = self._last_error.code if self._last_error else "renewal pending"
             raise CredentialError(
