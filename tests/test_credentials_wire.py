@@ -216,3 +216,26 @@ async def test_a_broken_key_file_keeps_the_key_and_is_retried_with_backoff(
         clock.advance(11)
         assert (await holder.get()).secret == "second-secret-2"
     assert "first-secret-1" not in caplog.text and "second-secret-2" not in caplog.text
+
+
+async def test_shutdown_cancels_a_renewal_in_flight() -> None:
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await asyncio.Event().wait()  # STS never answers
+        raise AssertionError("unreachable")
+
+    provider = provider_of(
+        "tencent",
+        {"type": "assume_role", "secret_id": "AKIDb", "secret_key": "k-1", "role_arn": "r"},
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hang)) as http:
+        holder = CredentialHolder(provider, cloud="tencent", account="a", http=http)
+        waiter = asyncio.create_task(holder.get())
+        await started.wait()
+        await holder.aclose()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter

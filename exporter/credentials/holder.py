@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -159,6 +160,14 @@ class CredentialHolder:
         """Wait for the renewal in flight, if any (tests and the probe)."""
         if self._task is not None:
             await asyncio.shield(self._task)
+
+    async def aclose(self) -> None:
+        """Cancel a renewal in flight (shutdown)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
