@@ -278,3 +278,31 @@ def test_once_with_pod_identities_from_the_environment(
     assert sim.request_counts[("aliyun", "AssumeRoleWithOIDC")] == 1  # one per account, shared
     assert sim.request_counts[("tencent", "AssumeRoleWithWebIdentity")] == 1
     assert "pod-identity-token" not in out
+
+
+async def test_a_reload_keeps_the_holder_of_an_account_whose_credentials_did_not_change(
+    tmp_path: Path,
+) -> None:
+    from exporter.credentials.pool import CredentialHolders
+    from exporter.telemetry import Telemetry
+
+    env = {"TENCENTCLOUD_SECRET_ID": "AKIDreal", "TENCENTCLOUD_SECRET_KEY": "real-key-1"}
+    first = parse_config({"accounts": [_account("tencent"), {**_account(), "name": "b"}]})
+    aliyun = {
+        **_account(type="cvm_role"),
+        "provider": "tencent",
+        "regions": ["ap-guangzhou"],
+        "name": "b",
+    }
+    second = parse_config({"accounts": [{**_account("tencent"), "rate_limit": 5}, aliyun]})
+    env_b = {
+        **env,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIb",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s-1",
+    }
+    async with CredentialHolders.open(Telemetry()) as holders:
+        before = holders.for_config(first, env_b)
+        after = holders.for_config(second, env_b)
+    assert after[("tencent", "a")] is before[("tencent", "a")]  # only rate_limit changed
+    assert after[("tencent", "b")].kind == "cvm_role"
+    assert ("aliyun", "b") not in after
