@@ -242,7 +242,7 @@ def test_once_with_pod_identities_from_the_environment(
     for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "TENCENTCLOUD_SECRET_ID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    sim = Simulator(rate_limit=False, images_per_region=2)
+    sim = Simulator(rate_limit=False, images_per_region=2, fleet_clock=fleet_now)
     token = tmp_path / "token"
     token.write_text("pod-identity-token\n")
     sim.identity.oidc_tokens.add("pod-identity-token")
