@@ -218,7 +218,9 @@ def test_bad_or_busy_listen_address_is_a_clear_error() -> None:
 def metric(text: str, name: str, **labels: str) -> float | None:
     """The value of the sample of ``name`` whose labels include ``labels``, else None."""
     for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
             return float(line.rsplit(" ", 1)[1])
     return None
 
