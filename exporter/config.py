@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -82,9 +83,67 @@ class CollectorSettings(StrictModel):
     interval: Duration | None = None
 
 
-class Credentials(StrictModel):
-    """Per-account credentials; each value may instead come from a file (``*_file``)."""
+ALIYUN_TYPES = (
+    "access_key",
+    "sts_token",
+    "ram_role_arn",
+    "oidc_role_arn",
+    "ecs_ram_role",
+    "credentials_uri",
+    "cli_profile",
+)
+TENCENT_TYPES = ("secret", "sts_token", "assume_role", "oidc_role", "cvm_role", "profile")
 
+_ALIYUN_KEY = ("access_key_id", "access_key_secret")
+_ALIYUN_TOKEN = ("security_token",)
+_TENCENT_KEY = ("secret_id", "secret_key")
+_TENCENT_TOKEN = ("session_token",)
+_ROLE = ("role_arn", "role_session_name", "duration_seconds", "policy")
+
+# Which credential fields each type takes (besides ``type``); a value of a ``*_file`` pair
+# counts as its field. Anything else set is an error: every accepted setting is enforced.
+CREDENTIAL_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("aliyun", "access_key"): _ALIYUN_KEY,
+    ("aliyun", "sts_token"): _ALIYUN_KEY + _ALIYUN_TOKEN,
+    ("aliyun", "ram_role_arn"): _ALIYUN_KEY
+    + _ALIYUN_TOKEN
+    + _ROLE
+    + ("external_id", "sts_region", "vpc_endpoint_enabled"),
+    ("aliyun", "oidc_role_arn"): (
+        *_ROLE,
+        "oidc_provider_arn",
+        "oidc_token_file",
+        "sts_region",
+        "vpc_endpoint_enabled",
+    ),
+    ("aliyun", "ecs_ram_role"): ("role_name", "imdsv1_disabled"),
+    ("aliyun", "credentials_uri"): ("credentials_uri",),
+    ("aliyun", "cli_profile"): ("profile", "profile_file"),
+    ("aliyun", ""): _ALIYUN_KEY + _ALIYUN_TOKEN,
+    ("tencent", "secret"): _TENCENT_KEY,
+    ("tencent", "sts_token"): _TENCENT_KEY + _TENCENT_TOKEN,
+    ("tencent", "assume_role"): _TENCENT_KEY + _TENCENT_TOKEN + _ROLE + ("external_id", "region"),
+    ("tencent", "oidc_role"): (
+        "role_arn",
+        "role_session_name",
+        "duration_seconds",
+        "provider_id",
+        "oidc_token_file",
+        "region",
+    ),
+    ("tencent", "cvm_role"): ("role_name",),
+    ("tencent", "profile"): ("profile", "profile_file"),
+    ("tencent", ""): _TENCENT_KEY + _TENCENT_TOKEN,
+}
+
+
+class Credentials(StrictModel):
+    """Per-account credentials: a ``type`` (else the vendor's default chain) and its fields.
+
+    Secrets may instead come from a file (``*_file``), re-read when it changes.
+    """
+
+    type: Literal[ALIYUN_TYPES + TENCENT_TYPES] | None = None  # type: ignore[valid-type]
     access_key_id: str | None = None
     access_key_id_file: Path | None = None
     access_key_secret: SecretStr | None = None
@@ -97,6 +156,53 @@ class Credentials(StrictModel):
     secret_key_file: Path | None = None
     session_token: SecretStr | None = None
     session_token_file: Path | None = None
+    role_arn: str | None = Field(default=None, min_length=1)
+    role_session_name: str | None = Field(default=None, pattern=r"^[\w.@=,-]{2,64}$")
+    duration_seconds: int | None = Field(default=None, ge=900, le=43200)
+    policy: str | None = None
+    external_id: str | None = None
+    oidc_provider_arn: str | None = Field(default=None, min_length=1)
+    oidc_token_file: Path | None = None
+    provider_id: str | None = Field(default=None, min_length=1)
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$")
+    sts_region: str | None = Field(default=None, pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$")
+    vpc_endpoint_enabled: bool | None = None
+    role_name: str | None = Field(default=None, min_length=1)
+    imdsv1_disabled: bool | None = None
+    credentials_uri: str | None = Field(default=None, pattern=r"^https?://")
+    profile: str | None = Field(default=None, min_length=1)
+    profile_file: Path | None = None
+
+    def set_fields(self) -> list[str]:
+        """The fields given, ``*_file`` folded into their value field."""
+        names = self.model_dump(exclude_none=True, exclude={"type"})
+        fields = type(self).model_fields
+        return sorted({n[:-5] if n.endswith("_file") and n[:-5] in fields else n for n in names})
+
+
+def _regexes(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"not a regular expression: {pattern!r} ({err})") from None
+    return patterns
+
+
+Regexes = Annotated[list[str], AfterValidator(_regexes)]
+
+DEFAULT_MAX_IMAGES = 50_000
+
+
+class ImageFilters(StrictModel):
+    """Which listed images an account exports (exporter/filters.py, README "Filters")."""
+
+    repo_include: Regexes = []
+    repo_exclude: Regexes = []
+    tag_include: Regexes = []
+    tag_exclude: Regexes = []
+    newest_tags: int | None = Field(default=None, ge=1)
+    max_images: int = Field(default=DEFAULT_MAX_IMAGES, ge=1, le=1_000_000)
 
 
 class Account(StrictModel):
@@ -106,8 +212,11 @@ class Account(StrictModel):
     endpoint: str | dict[str, str] | None = None  # one for all regions, or per region
     site: Literal["china", "international"] = "china"
     credentials: Credentials = Credentials()
+    sts_endpoint: str | None = Field(default=None, pattern=r"^(https?://)?[^\s/]+(:\d+)?/?$")
+    metadata_endpoint: str | None = Field(default=None, pattern=r"^(https?://)?[^\s/]+(:\d+)?/?$")
     collectors: dict[str, CollectorSettings] = {}
     rate_limit: float | None = Field(default=None, gt=0, description="requests/s per action")
+    images: ImageFilters = ImageFilters()
 
     @field_validator("regions")
     @classmethod
@@ -135,11 +244,19 @@ class Account(StrictModel):
 
     @model_validator(mode="after")
     def _provider_rules(self) -> Account:
-        creds = self.credentials.model_dump(exclude_none=True)
-        prefix = ("secret_", "session_") if self.provider == "aliyun" else ("access_", "security_")
-        wrong = sorted(k for k in creds if k.startswith(prefix))
+        creds = self.credentials
+        kind = creds.type or ""
+        types = ALIYUN_TYPES if self.provider == "aliyun" else TENCENT_TYPES
+        if kind and kind not in types:
+            raise ValueError(
+                f"credentials type {kind!r} does not apply to provider {self.provider} "
+                f"(types: {', '.join(types)})"
+            )
+        allowed = CREDENTIAL_FIELDS[(self.provider, kind)]
+        wrong = [f for f in creds.set_fields() if f not in allowed]
         if wrong:
-            raise ValueError(f"credentials {wrong} do not apply to provider {self.provider}")
+            what = f"type {kind}" if kind else f"provider {self.provider} without a type"
+            raise ValueError(f"credentials {wrong} do not apply to {what}")
         for name in self.collectors:
             if COLLECTORS[name].provider != self.provider:
                 raise ValueError(f"collector {name} does not apply to provider {self.provider}")
@@ -166,12 +283,54 @@ class RefreshSettings(StrictModel):
     timeout: Duration = 600.0
     concurrency: int = Field(default=8, ge=1, le=64)
     max_attempts: int = Field(default=4, ge=1, le=10)
+    progress_interval: Duration = 10.0  # a per-image pass publishes what it has this often
+    stage_floor: Duration = 300.0  # a TCSS detail is re-fetched on a stage change after this
+    estimated_images: int | None = Field(default=None, ge=0)  # per source, for the cost log
+    max_age: Duration | None = Field(
+        default=None,
+        description="drop a failing source's last good data once it is older than this",
+    )
+
+
+_MiB = 1024 * 1024
+ByteSize = Annotated[int, Field(ge=1024, le=1024 * _MiB)]
+
+
+class HttpSettings(StrictModel):
+    """Bounds of every exchange with a cloud API (exporter/clouds/http.py ``HttpLimits``)."""
+
+    max_response_bytes: ByteSize = 16 * _MiB
+    max_response_bytes_per_action: dict[str, ByteSize] = {}
+    request_deadline: Duration = 60.0
+    retry_deadline: Duration = 180.0
+    connect_timeout: Duration = 5.0
+    read_timeout: Duration = 15.0
+    max_connections: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("max_response_bytes_per_action")
+    @classmethod
+    def _known_actions(cls, value: dict[str, int]) -> dict[str, int]:
+        from exporter.clouds.aliyun.api import PAGINATION as SAS
+        from exporter.clouds.tencent.api import ACTIONS as TCSS
+
+        known = set(SAS) | set(TCSS)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown action(s) {unknown}; known: {sorted(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> HttpSettings:
+        if self.retry_deadline < self.request_deadline:
+            raise ValueError("retry_deadline must be at least request_deadline")
+        return self
 
 
 class Config(StrictModel):
     accounts: list[Account] = Field(min_length=1)
     collectors: dict[str, CollectorSettings] = {}
     refresh: RefreshSettings = RefreshSettings()
+    http: HttpSettings = HttpSettings()
 
     @field_validator("collectors")
     @classmethod
@@ -186,6 +345,21 @@ class Config(StrictModel):
         if dupes:
             raise ValueError(f"account names must be unique per provider: {dupes}")
         return accounts
+
+    @model_validator(mode="after")
+    def _max_age_covers_intervals(self) -> Config:
+        max_age = self.refresh.max_age
+        if max_age is None:
+            return self
+        for account in self.accounts:
+            for name in COLLECTORS:
+                enabled, interval = self.collector(account, name)
+                if enabled and COLLECTORS[name].provider == account.provider and interval > max_age:
+                    raise ValueError(
+                        f"refresh.max_age ({max_age:g}s) is shorter than the interval of "
+                        f"{name} ({interval:g}s): its data would expire between refreshes"
+                    )
+        return self
 
     def collector(self, account: Account, name: str) -> tuple[bool, float]:
         """Whether ``name`` runs for ``account``, and its interval (account > global > default)."""

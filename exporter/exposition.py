@@ -273,9 +273,10 @@ class Exposition:
 
 
 class _Selected(Collector):
-    """The families of ``inner`` that ``--metric-allowlist``/``--metric-denylist`` keep."""
+    """The families of ``inner`` that ``--metric-allowlist``/``--metric-denylist`` keep (of the
+    catalogue's; others registered beside them, such as process metrics, pass)."""
 
-    def __init__(self, inner: Collector, families: frozenset[str]) -> None:
+    def __init__(self, inner: CollectorRegistry, families: frozenset[str]) -> None:
         self._inner = inner
         self._families = families
 
@@ -283,7 +284,9 @@ class _Selected(Collector):
         return []
 
     def collect(self) -> Iterable[Metric]:
-        return (m for m in self._inner.collect() if m.name in self._families)
+        return (
+            m for m in self._inner.collect() if m.name in self._families or m.name not in CATALOGUE
+        )
 
 
 def body_length(parts: Sequence[bytes]) -> int:
@@ -318,9 +321,8 @@ class ExpositionStore:
         self._cpu_clock = cpu_clock
         self._pause = pause
         self.health = CollectorRegistry(auto_describe=False)
-        self.health.register(
-            _Selected(HealthCollector(lambda: self._snapshot, telemetry), self._families)
-        )
+        self.health.register(HealthCollector(lambda: self._snapshot, telemetry))
+        self._selected = _Selected(self.health, self._families)
         self._parts: dict[SourceKey, _SourcePart] = {}
         self._headers: dict[tuple[str, str], Chunk] = {}
         self.render_errors: dict[SourceKey, str] = {}
@@ -478,7 +480,7 @@ class ExpositionStore:
     # -- scrapes -------------------------------------------------------------------------------
 
     def health_text(self) -> bytes:
-        return generate_latest(self.health)
+        return generate_latest(self._selected)
 
     def scrape_parts(self, accept_gzip: bool) -> Sequence[bytes]:
         """The body of one scrape as immutable parts to write in order: the shared per-image

@@ -73,6 +73,10 @@ MALWARE_STATUSES = ("unhandled", "handled", "verifying", "whitelisted", "unknown
 SCANS = ("overall", "vulnerability", "malware", "risk")
 SCAN_STATUSES = ("not_scanned", "pending", "scanning", "succeeded", "failed", "timeout", "unknown")
 IN_USE_FINDINGS = ("baseline", "new_suspicious", "vulnerability")
+# Why an inventory left an image out (config filters and bounds, exporter/filters.py).
+SKIP_REASONS = ("repo_filter", "tag_filter", "newest_tags", "max_images")
+LISTING_SOURCES = ("sas_images", "sas_image_risk", "tcss_images")
+"""The collectors that list images themselves (the account's image filters apply to them)."""
 REGISTRATION_STATUSES = ("in_sas", "not_in_sas", "unknown")
 
 
@@ -205,6 +209,47 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         SOURCE_LABELS,
     ),
     MetricSpec(
+        "imagesec_source_pass_completeness_ratio",
+        Kind.GAUGE,
+        "Share of the source's images its current or last pass has looked up, 0 to 1: below 1 "
+        "while a first pass is under way, or after a pass the timeout stopped (the next "
+        "attempt resumes it); 1 once a pass completed (0 before any data)",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_images_skipped",
+        Kind.GAUGE,
+        "Images the inventory listed but the exporter left out in its last pass, by reason "
+        "(repo_filter, tag_filter, newest_tags, max_images)",
+        (*SOURCE_LABELS, "reason"),
+    ),
+    MetricSpec(
+        "imagesec_source_truncated",
+        Kind.GAUGE,
+        "1 if the source's last good data is known to be incomplete (its listing stopped at "
+        "the page cap, or the list changed under the walk and rows were missed), else 0",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_source_expired",
+        Kind.GAUGE,
+        "1 if the source's last good data was dropped for being older than refresh.max_age, else 0",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_detail_lookup_failures",
+        Kind.COUNTER,
+        "Per-image detail lookups that failed; the image keeps its last good detail",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_sanitised_strings",
+        Kind.COUNTER,
+        "Strings from the cloud APIs changed before use, by reason (replaced: unencodable or "
+        "control characters; truncated: longer than 256 characters)",
+        ("reason",),
+    ),
+    MetricSpec(
         "imagesec_refresh_failures",
         Kind.COUNTER,
         "Failed refreshes of the source, by error code",
@@ -225,8 +270,8 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "imagesec_api_request_errors",
         Kind.COUNTER,
-        "Failed cloud API requests by vendor error code or timeout, connect, http_5xx, "
-        "http_4xx, bad_payload",
+        "Failed cloud API requests by error code: the vendor's code if known, else other; or "
+        "timeout, connect, http_5xx, http_4xx, bad_payload, response_too_large",
         (*API_LABELS, "code"),
     ),
     MetricSpec(
@@ -234,6 +279,31 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         Kind.COUNTER,
         "Per-image detail lookups by cache result (hit, miss)",
         (*SOURCE_LABELS, "result"),
+    ),
+    MetricSpec(
+        "imagesec_http_rejected_requests",
+        Kind.COUNTER,
+        "HTTP requests or connections the exporter refused, by reason (max_connections, "
+        "max_requests, rate_limit, unauthorized, password_too_long, forbidden_san, write_timeout)",
+        ("reason",),
+    ),
+    MetricSpec(
+        "imagesec_http_connections",
+        Kind.GAUGE,
+        "Established HTTP connections to the exporter",
+        (),
+    ),
+    MetricSpec(
+        "imagesec_config_last_reload_successful",
+        Kind.GAUGE,
+        "1 if the last reload of the file (config, web_config) succeeded, else 0",
+        ("file",),
+    ),
+    MetricSpec(
+        "imagesec_config_last_reload_success_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time of the last successful load of the file (config, web_config)",
+        ("file",),
     ),
     MetricSpec(
         "imagesec_exposition_renders",
@@ -252,6 +322,19 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         Kind.COUNTER,
         "Renders of the source's part that failed (its part is left out until one succeeds)",
         SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_credential_refresh_failures",
+        Kind.COUNTER,
+        "Failed fetches or renewals of an account's credentials (STS, instance metadata, "
+        "files), by code",
+        ("provider", "account", "code"),
+    ),
+    MetricSpec(
+        "imagesec_credential_expiry_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time the account's current temporary credentials expire (absent for long-lived keys)",
+        ("provider", "account"),
     ),
     MetricSpec(
         "imagesec_build_info",

@@ -487,9 +487,9 @@ async def test_malware_page_size_is_sent_as_a_string(clock: FakeClock) -> None:
     client = make_client(handler, telemetry, clock)
     source = SasMaliciousSource(skey("sas_malicious"), 900, client, depends_on=INVENTORY)
     await source.refresh(inventory())
-    assert PAGINATION[MALWARE].params(0) == {"CurrentPage": 1, "PageSize": "20"}
+    assert PAGINATION[MALWARE].params(0) == {"CurrentPage": 1, "PageSize": "100"}
     queries = [r.url.query.decode() for r in handler.requests]
-    assert queries and all("PageSize=20" in q for q in queries)
+    assert queries and all("PageSize=100" in q for q in queries)
     assert [p["CurrentPage"] for p in handler.params(MALWARE)] == ["1"]  # empty page: stop
 
 
@@ -497,16 +497,16 @@ async def test_bad_baseline_rows_are_counted_and_lose_nothing_else(clock: FakeCl
     rows = [
         baseline_row("identification", 1, 2, 3),
         baseline_row("weak_password", -1, 0, 0),  # negative count
-        baseline_row("ak_leak", 1, 1, 1) | {"MiddleRiskItemCount": None},  # null count
+        baseline_row("ak_leak", 1, 1, 1) | {"MiddleRiskItemCount": None},  # null: absent
         baseline_row("sshd_config", 2, 0, 1),
     ]
     handler = Sas(**{BASELINE: lambda params, request: ok(paged("BaselineResult", rows))})
     telemetry = Telemetry()
     source = baseline_source(make_client(handler, telemetry, clock), telemetry)
     data = await source.refresh(inventory(image(1)))
-    assert invalid_rows(telemetry, BASELINE) == 2
+    assert invalid_rows(telemetry, BASELINE) == 1
     values = {s.extra[0]: s.value for s in data.samples}
-    assert values == {"high": 3, "medium": 2, "low": 4}
+    assert values == {"high": 4, "medium": 2, "low": 5}
 
 
 async def test_bad_image_risk_rows_are_counted_and_lose_nothing_else(clock: FakeClock) -> None:
@@ -530,17 +530,19 @@ async def test_an_image_without_baseline_results_has_zero_risk_items(clock: Fake
 async def test_baseline_rows_repeated_across_pages_count_once(clock: FakeClock) -> None:
     def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
         # Page 2 repeats page 1's last row (the list shifted during the walk).
-        rows = [baseline_row(f"b{i}", 1, 0, 0) for i in range(20)] + [baseline_row("z", 0, 1, 0)]
+        size = int(params["PageSize"])
+        rows = [baseline_row(f"b{i}", 1, 0, 0) for i in range(size)] + [baseline_row("z", 0, 1, 0)]
         current = int(params["CurrentPage"])
-        chunk = rows[(current - 1) * 20 : current * 20] if current == 1 else rows[19:]
-        return ok(paged("BaselineResult", chunk, total=21))
+        chunk = rows[:size] if current == 1 else rows[size - 1 :]
+        return ok(paged("BaselineResult", chunk, total=size + 1))
 
     telemetry = Telemetry()
     rows = await describe_image_baseline_check_result(
         make_client(Sas(**{BASELINE: answer}), telemetry, clock), "uuid-1"
     )
-    assert len(rows) == 21
-    assert sum(r.high_risk_item_count for r in rows) == 20
+    size = PAGINATION[BASELINE].page_size
+    assert len(rows) == size + 1
+    assert sum(r.high_risk_item_count or 0 for r in rows) == size
 
 
 # -- per-image caching ------------------------------------------------------------------------
@@ -627,28 +629,47 @@ async def test_fan_out_is_rate_limited_by_the_clients_token_bucket(clock: FakeCl
     assert sum(clock.slept) == pytest.approx(2.4, abs=0.01)
 
 
-async def test_a_failed_lookup_fails_the_refresh_and_keeps_what_completed(
-    clock: FakeClock,
-) -> None:
-    broken = {"uuid-3"}
-
+def flaky_baseline(broken: set[str]) -> Callable[[dict[str, str], httpx.Request], httpx.Response]:
     def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
         if params["ImageUuid"] in broken:
             return httpx.Response(500, json={"Code": "ServerError", "Message": "ServerError"})
         return baseline_answer(params, request)
 
+    return answer
+
+
+async def test_a_failed_lookup_keeps_the_images_last_good_detail(clock: FakeClock) -> None:
+    broken: set[str] = set()
     telemetry = Telemetry()
-    client = make_client(Sas(**{BASELINE: answer}), telemetry, clock)
+    client = make_client(Sas(**{BASELINE: flaky_baseline(broken)}), telemetry, clock)
+    source = baseline_source(client, telemetry, concurrency=2)
+    first = await source.refresh(inventory(*[image(i) for i in range(6)]))
+    broken.add("uuid-3")
+    rescanned = [image(i, marker="m1") for i in range(6)]  # every image needs a new lookup
+    data = await source.refresh(inventory(*rescanned))
+    assert data.samples == first.samples  # uuid-3 kept its last good counts
+    assert source.details.failed == 1
+    labels = skey("sas_baseline").labels()
+    assert telemetry.value("imagesec_detail_lookup_failures", labels) == 1
+    assert set(source.details.cache) == {(f"uuid-{i}", "m1") for i in range(6) if i != 3}
+
+
+async def test_most_lookups_failing_fails_the_refresh_and_keeps_what_completed(
+    clock: FakeClock,
+) -> None:
+    broken = {f"uuid-{i}" for i in range(2, 6)}
+    telemetry = Telemetry()
+    client = make_client(Sas(**{BASELINE: flaky_baseline(broken)}), telemetry, clock)
     source = baseline_source(client, telemetry, concurrency=1)
     refs = [image(i) for i in range(6)]
     with pytest.raises(UpstreamError) as err:  # the error itself, not an ExceptionGroup
         await source.refresh(inventory(*refs))
     assert err.value.code == "ServerError"
-    assert set(source.details.cache) == {(f"uuid-{i}", "m0") for i in range(3)}
+    assert set(source.details.cache) == {(f"uuid-{i}", "m0") for i in range(2)}
     broken.clear()
     before = api_requests(telemetry, BASELINE)
     data = await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, BASELINE) - before == 3
+    assert api_requests(telemetry, BASELINE) - before == 4
     assert len(data.samples) == 18
 
 
@@ -660,11 +681,31 @@ async def test_detail_fan_out_rejects_a_zero_concurrency() -> None:
 # -- vulnerabilities --------------------------------------------------------------------------
 
 
-def vul_answer(per_image: dict[str, dict[str, int]]) -> Answer:
+def vul_answer(per_image: dict[str, dict[str, int]], broken: set[str] | None = None) -> Answer:
+    """DescribeImageVulList as Sas pages it: records per Necessity, filtered and sliced.
+
+    Records of images in ``broken`` come back without a Necessity of the documented type.
+    """
+
     def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
-        total = per_image[params["Uuids"]][params["Necessity"]]
-        records = [{"Name": "x", "Necessity": params["Necessity"]}] if total else []
-        body = {"CurrentPage": 1, "PageSize": 1, "TotalCount": total, "VulRecords": records}
+        uuid = params["Uuids"]
+        records: list[dict[str, Any]] = [
+            {"Name": f"{uuid}-{n}-{i}", "Necessity": n}
+            for n, count in per_image[uuid].items()
+            for i in range(count)
+            if params.get("Necessity") in (None, n)
+        ]
+        if broken and uuid in broken:
+            records[0]["Necessity"] = ["not", "a", "string"]
+        page, size = int(params.get("CurrentPage", 1)), int(params.get("PageSize", 10))
+        assert 1 <= size <= 100
+        rows = records[(page - 1) * size : page * size]
+        body = {
+            "CurrentPage": page,
+            "PageSize": size,
+            "TotalCount": len(records),
+            "VulRecords": rows,
+        }
         return ok(body)
 
     return answer
@@ -678,7 +719,7 @@ async def test_vulnerabilities_by_fix_priority(clock: FakeClock) -> None:
     handler = Sas(**{VULS: vul_answer(counts)})
     telemetry = Telemetry()
     source = vul_source(make_client(handler, telemetry, clock), telemetry)
-    data = await source.refresh(inventory(image(1), image(2)))
+    data = await source.refresh(inventory(image(1, vulnerabilities=43), image(2)))
     registry = registry_of(snapshot_of((source, data)))
     metric = "imagesec_image_vulnerabilities_by_severity"
     for i, (high, medium, low) in ((1, (4, 9, 30)), (2, (0, 0, 0))):
@@ -687,13 +728,80 @@ async def test_vulnerabilities_by_fix_priority(clock: FakeClock) -> None:
         assert registry.get_sample_value(metric, labels_of(key, severity="medium")) == medium
         assert registry.get_sample_value(metric, labels_of(key, severity="low")) == low
         assert registry.get_sample_value(metric, labels_of(key, severity="critical")) is None
-    # Three calls per image, each reading only TotalCount.
+    # One call per image: a page of up to 100 records, counted by their Necessity.
     params = handler.params(VULS)
-    assert len(params) == 6
+    assert len(params) == 2
     assert {p["Type"] for p in params} == {"cve"}
-    assert {p["PageSize"] for p in params} == {"1"}
+    assert {p["PageSize"] for p in params} == {"100"}
     assert {p["StatusList"] for p in params} == {"1,4"}
-    assert sorted(p["Necessity"] for p in params if p["Uuids"] == "uuid-1") == [
+    assert all("Necessity" not in p for p in params)
+
+
+@pytest.mark.parametrize(
+    ("asap", "later", "nntf", "calls", "filtered"),
+    [
+        (10, 20, 70, 1, 0),  # exactly one page
+        (30, 70, 150, 3, 0),  # three pages of records: as cheap as the filtered counts
+        (100, 150, 200, 3, 3),  # more: three filtered counts, no record page at all
+    ],
+)
+async def test_vulnerability_counts_take_the_cheaper_way(
+    clock: FakeClock, asap: int, later: int, nntf: int, calls: int, filtered: int
+) -> None:
+    counts = {"uuid-1": {"asap": asap, "later": later, "nntf": nntf}}
+    handler = Sas(**{VULS: vul_answer(counts)})
+    telemetry = Telemetry()
+    source = vul_source(make_client(handler, telemetry, clock), telemetry)
+    data = await source.refresh(inventory(image(1, vulnerabilities=asap + later + nntf)))
+    values = {s.extra[0]: s.value for s in data.samples}
+    assert values == {"high": asap, "medium": later, "low": nntf}
+    params = handler.params(VULS)
+    assert len(params) == calls
+    assert sum("Necessity" in p for p in params) == filtered
+
+
+async def test_vulnerability_records_that_do_not_add_up_fall_back_to_filtered_counts(
+    clock: FakeClock,
+) -> None:
+    counts = {"uuid-1": {"asap": 2, "later": 3, "nntf": 4}}
+    handler = Sas(**{VULS: vul_answer(counts, broken={"uuid-1"})})
+    telemetry = Telemetry()
+    source = vul_source(make_client(handler, telemetry, clock), telemetry)
+    # The inventory under-states the total (records are read first), one record is invalid.
+    data = await source.refresh(inventory(image(1, vulnerabilities=5)))
+    values = {s.extra[0]: s.value for s in data.samples}
+    assert values == {"high": 2, "medium": 3, "low": 4}  # TotalCount of each filter
+    params = handler.params(VULS)
+    assert [p.get("Necessity") for p in params] == [None, "asap", "later", "nntf"]
+    invalid = telemetry.values("imagesec_invalid_rows")
+    assert sum(invalid.values()) == 1
+
+
+async def test_a_refused_record_page_size_falls_back_to_filtered_counts_for_good(
+    clock: FakeClock,
+) -> None:
+    counts = {f"uuid-{i}": {"asap": i, "later": 2, "nntf": 3} for i in (1, 2)}
+    paged = vul_answer(counts)
+
+    def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
+        if params["PageSize"] != "1":  # a Sas that takes no page of 100
+            body = {"RequestId": "r", "Code": "InvalidParameter", "Message": "PageSize"}
+            return httpx.Response(400, json=body)
+        return paged(params, request)
+
+    handler = Sas(**{VULS: answer})
+    telemetry = Telemetry()
+    source = vul_source(make_client(handler, telemetry, clock), telemetry, concurrency=1)
+    data = await source.refresh(inventory(image(1), image(2)))
+    values = {(s.image.image_id, s.extra[0]): s.value for s in data.samples}
+    assert values[("uuid-1", "high")] == 1 and values[("uuid-2", "high")] == 2
+    assert values[("uuid-2", "low")] == 3
+    # One refused page, then only the filtered counts: 1 + 3 + 3 calls.
+    assert [p.get("Necessity") for p in handler.params(VULS)] == [
+        None,
+        "asap",
+        "later",
+        "nntf",
         "asap",
         "later",
         "nntf",
@@ -709,14 +817,14 @@ async def test_vulnerabilities_are_looked_up_again_when_the_total_changes(
     source = vul_source(make_client(handler, telemetry, clock), telemetry)
     refs = [image(i, vulnerabilities=6) for i in range(5)]
     await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, VULS) == 15
+    assert api_requests(telemetry, VULS) == 5
     await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, VULS) == 15
+    assert api_requests(telemetry, VULS) == 5
     counts["uuid-0"]["nntf"] = 4
     refs[0] = image(0, vulnerabilities=7)  # same scan marker, new total
     refs[1] = image(1, marker="m1", vulnerabilities=6)  # new scan, same total
     data = await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, VULS) == 21
+    assert api_requests(telemetry, VULS) == 7
     low = {s.image.image_id: s.value for s in data.samples if s.extra == ("low",)}
     assert low["uuid-0"] == 4
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import httpx
 from exporter import simulator
 from exporter.config import COLLECTORS as CATALOGUE_COLLECTORS
 from exporter.metrics import CATALOGUE
+from tests.conftest import fleet_now
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -56,9 +58,16 @@ def test_once_demo_prints_both_clouds_and_exits_0() -> None:
     assert any('region="eu-central-1"' in line or 'region="us-east-1"' in line for line in sas)
     assert len(sas) == len(set(sas)) == 2 * 24
     # Every metric of the catalogue is emitted by the demo, and nothing outside it (error
-    # counters carry a code label, so they exist only once an error of that code happened).
-    errors = {"imagesec_api_request_errors", "imagesec_refresh_failures"}
-    assert set(CATALOGUE) - errors <= names(out) <= set(CATALOGUE)
+    # counters carry a code label, so they exist only once an error of that code happened; the
+    # demo's keys are long-lived, so no credential expires).
+    errors = {
+        "imagesec_api_request_errors",
+        "imagesec_refresh_failures",
+        "imagesec_credential_refresh_failures",
+        "imagesec_credential_expiry_timestamp_seconds",
+    }
+    served = {name for name in CATALOGUE if name.startswith(("imagesec_http_", "imagesec_config_"))}
+    assert set(CATALOGUE) - errors - served <= names(out) <= set(CATALOGUE)
 
 
 def test_once_exits_non_zero_when_a_source_fails_and_still_prints(tmp_path) -> None:
@@ -224,3 +233,199 @@ def test_metric_allowlist_and_denylist_select_families_and_refuse_typos() -> Non
     ):
         result = run("--check-config", "--demo", *args)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample of ``name`` whose labels include ``labels``, else None."""
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_sighup_and_reload_endpoint_reload_the_config_and_keep_the_others_data(tmp_path) -> None:
+    from exporter.simulator import Simulator, SimulatorServer
+
+    with SimulatorServer(Simulator(fleet_clock=fleet_now), "tencent") as tcss:
+
+        def account(name: str) -> str:
+            return (
+                f"  - {{name: {name}, provider: tencent, regions: [ap-guangzhou], "
+                f"endpoint: 'http://{tcss.address}'}}\n"
+            )
+
+        config = tmp_path / "c.yml"
+        config.write_text("accounts:\n" + account("t"))
+        port = free_port()
+        env = {
+            **os.environ,
+            "TENCENTCLOUD_SECRET_ID": simulator.DEMO_TENCENT_SECRET_ID,
+            "TENCENTCLOUD_SECRET_KEY": simulator.DEMO_TENCENT_SECRET_KEY,
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def scrape() -> str:
+            try:
+                return httpx.get(url, timeout=5).text
+            except httpx.HTTPError:
+                return ""
+
+        def until(condition, deadline: float = 30) -> str:
+            end = time.monotonic() + deadline
+            while time.monotonic() < end:
+                text = scrape()
+                if condition(text):
+                    return text
+                time.sleep(0.1)
+            raise AssertionError(f"condition not met; last scrape:\n{scrape()[-3000:]}")
+
+        def up(text: str, name: str) -> float | None:
+            return metric(text, "imagesec_up", account=name, source="tcss_images")
+
+        try:
+            until(lambda t: up(t, "t") == 1.0)
+            config.write_text("accounts:\n" + account("t") + account("t2"))
+            proc.send_signal(signal.SIGHUP)
+            text = until(lambda t: up(t, "t2") == 1.0)
+            assert up(text, "t") == 1.0
+            assert metric(text, "imagesec_config_last_reload_successful", file="config") == 1.0
+
+            config.write_text("accounts: [oops]\n")
+            proc.send_signal(signal.SIGHUP)
+            text = until(
+                lambda t: metric(t, "imagesec_config_last_reload_successful", file="config") == 0
+            )
+            assert up(text, "t") == 1.0 and up(text, "t2") == 1.0  # the running config stays
+
+            config.write_text("accounts:\n" + account("t2"))
+            response = httpx.post(f"http://127.0.0.1:{port}/-/reload", timeout=30)
+            assert response.status_code == 200, response.text
+            text = scrape()
+            assert up(text, "t") is None and up(text, "t2") == 1.0
+            assert metric(text, "imagesec_config_last_reload_successful", file="config") == 1.0
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        assert b"config reload failed" in err and b"Traceback" not in err
+
+
+def test_systemd_socket_activation_serves_on_the_passed_socket() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port, fd = listener.getsockname()[1], listener.fileno()
+        # What systemd does: the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID of the service.
+        launcher = (
+            f"import os, sys; os.dup2({fd}, 3); "
+            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+        )
+        args = ["-m", "exporter", "--demo", "--web.systemd-socket"]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, *args],
+            pass_fds=(fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            status = 0
+            while time.monotonic() < deadline and status != 200:
+                try:
+                    status = httpx.get(f"http://127.0.0.1:{port}/-/healthy", timeout=2).status_code
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+    assert status == 200, err.decode()[-2000:]
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_idle_crowd_under_a_low_descriptor_limit_stops_neither_metrics_nor_cloud_calls(
+    tmp_path,
+) -> None:
+    """256 descriptors (the issue's case) and 300 idle clients: /metrics answers, refreshes go on."""
+    import resource
+
+    from exporter.simulator import Simulator, SimulatorServer
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    with SimulatorServer(Simulator(), "tencent") as tcss:
+        config = tmp_path / "c.yml"
+        config.write_text(
+            "accounts:\n"
+            f"  - {{name: t, provider: tencent, regions: [ap-guangzhou], endpoint: 'http://{tcss.address}'}}\n"
+            "collectors:\n  tcss_images: {interval: 1s}\n  tcss_image_detail: {enabled: false}\n"
+        )
+        env = {
+            **os.environ,
+            "TENCENTCLOUD_SECRET_ID": simulator.DEMO_TENCENT_SECRET_ID,
+            "TENCENTCLOUD_SECRET_KEY": simulator.DEMO_TENCENT_SECRET_KEY,
+        }
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            preexec_fn=low_limit,  # the test process starts no threads of its own before this
+        )
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def last_success() -> float:
+            try:
+                text = httpx.get(url, timeout=10).text
+            except httpx.HTTPError:
+                return 0.0
+            return metric(text, "imagesec_last_refresh_success_timestamp_seconds") or 0.0
+
+        crowd: list[socket.socket] = []
+        try:
+            deadline = time.monotonic() + 20
+            while last_success() == 0.0:
+                assert time.monotonic() < deadline, "no refresh within 20 s"
+                time.sleep(0.1)
+            crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+            response = httpx.get(url, timeout=10)
+            assert response.status_code == 200
+            text = response.text
+            assert metric(text, "process_max_fds") == 256.0
+            assert metric(text, "imagesec_http_rejected_requests_total", reason="max_connections")
+            before = metric(text, "imagesec_last_refresh_success_timestamp_seconds") or 0.0
+            deadline = time.monotonic() + 15
+            while last_success() <= before:  # outbound cloud calls still get descriptors
+                assert time.monotonic() < deadline, "no refresh with the crowd connected"
+                time.sleep(0.2)
+        finally:
+            for sock in crowd:
+                sock.close()
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err.decode()[-2000:]
