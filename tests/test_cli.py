@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -51,9 +52,17 @@ def test_once_demo_prints_both_clouds_and_exits_0() -> None:
         line + "\n" for line in out.splitlines() if line.startswith("imagesec_up{")
     )
     # One Sas endpoint per site: images of both sites, each once (no RegionId is sent).
+    # region is the configured source region; the image's own is image_region on info only.
     sas = [line for line in out.splitlines() if line.startswith("imagesec_image_deployed{")]
-    assert any('region="cn-' in line for line in sas)
-    assert any('region="eu-central-1"' in line or 'region="us-east-1"' in line for line in sas)
+    assert {re.search(r'[{,]region="([^"]+)"', line)[1] for line in sas} == {  # type: ignore[index]
+        "cn-shanghai",
+        "ap-southeast-1",
+    }
+    info = [line for line in out.splitlines() if line.startswith("imagesec_image_info{")]
+    assert any('image_region="cn-' in line for line in info)
+    assert any(
+        'image_region="eu-central-1"' in line or 'image_region="us-east-1"' in line for line in info
+    )
     assert len(sas) == len(set(sas)) == 2 * 24
     # Every metric of the catalogue is emitted by the demo, and nothing outside it (error
     # counters carry a code label, so they exist only once an error of that code happened).
