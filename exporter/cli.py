@@ -14,15 +14,14 @@ from pathlib import Path
 
 import httpx
 
-from exporter import __version__
+from exporter import __version__, logs
 from exporter.config import (
     COLLECTORS,
     AccountId,
     Config,
     ResolvedCredentials,
-    load_config,
+    inspect_file,
     parse_config,
-    resolve_all,
 )
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
@@ -94,13 +93,25 @@ def run_parser() -> argparse.ArgumentParser:
         help="validate the configuration and credentials, then exit (2 if invalid)",
     )
     parser.add_argument(
+        "--web.dashboard-url",
+        dest="dashboard_url",
+        default=_env("WEB_DASHBOARD_URL"),
+        help="URL of the Grafana dashboard, linked from the landing page "
+        "(IMAGESEC_WEB_DASHBOARD_URL)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         default=_env("LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="log level (IMAGESEC_LOG_LEVEL, default info)",
+        help="log level: debug, info, warn or error (IMAGESEC_LOG_LEVEL, default info)",
     )
-    parser.add_argument("--version", action="version", version=f"imagesec-exporter {__version__}")
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default=_env("LOG_FORMAT", "logfmt"),
+        help="log line format: logfmt or json (IMAGESEC_LOG_FORMAT, default logfmt)",
+    )
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="print version and exit")
     group = parser.add_argument_group("collectors (default: on, or as the config file says)")
     for name, definition in COLLECTORS.items():
         group.add_argument(
@@ -111,6 +122,16 @@ def run_parser() -> argparse.ArgumentParser:
             help=definition.help,
         )
     return parser
+
+
+class VersionAction(argparse.Action):
+    """``--version``: version, Python, platform and git revision, then exit 0."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from exporter.version import version_text
+
+        print(version_text())
+        parser.exit(0)
 
 
 def simulate_parser() -> argparse.ArgumentParser:
@@ -144,15 +165,9 @@ def simulate_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request URL at INFO: too chatty, and URLs may carry signed parameters.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+def configure_logging(level: str, fmt: str = "logfmt") -> None:
+    """Logs to stderr (exporter/logs.py); ValueError for an unknown level or format."""
+    logs.configure(level, fmt)
 
 
 def demo_config(
@@ -214,7 +229,10 @@ def demo_clouds() -> Iterator[tuple[dict[str, str], str]]:
         }
         tencent = stack.enter_context(SimulatorServer(sim, "tencent"))
         urls = {region: f"http://{server.address}" for region, server in sas.items()}
-        log.info("demo clouds started aliyun=%s tencent=%s", urls, tencent.address)
+        log.info(
+            "demo clouds started",
+            extra={"aliyun": ",".join(urls.values()), "tencent": tencent.address},
+        )
         yield urls, f"http://{tencent.address}"
 
 
@@ -239,9 +257,9 @@ async def serve(
             store.update(snapshot)
             sys.stdout.buffer.write(store.scrape(accept_gzip=False))
             sys.stdout.flush()
-            failed = [str(k) for k, s in snapshot.sources.items() if not s.up]
+            failed = sorted(str(k) for k, s in snapshot.sources.items() if not s.up)
             if failed:
-                log.error("sources failed: %s", ", ".join(sorted(failed)))
+                log.error("sources failed", extra={"sources": ",".join(failed)})
             return 1 if failed else 0
         refresher.on_snapshot = store.update
         store.start()
@@ -253,15 +271,18 @@ async def serve(
                 web_config=web_config,
             )
         except OSError as err:
-            log.error("cannot listen address=%s error=%s", args.listen_address, err.strerror)
+            log.error(
+                "cannot listen", extra={"address": args.listen_address, "error": err.strerror}
+            )
             return 1
         server.start()
         log.info(
-            "listening address=%s://%s path=%s sources=%d",
-            server.scheme,
-            server.address,
-            args.telemetry_path,
-            len(sources),
+            "listening",
+            extra={
+                "address": f"{server.scheme}://{server.address}",
+                "path": args.telemetry_path,
+                "sources": len(sources),
+            },
         )
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -295,7 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = run_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    try:
+        configure_logging(args.log_level, args.log_format)
+    except ValueError as err:
+        source = "--log.level/--log.format (or IMAGESEC_LOG_LEVEL/IMAGESEC_LOG_FORMAT)"
+        print(f"config error: {source}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     overrides = {
         name: value
         for name in COLLECTORS
@@ -304,28 +330,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.demo:
             with demo_clouds() as (aliyun_urls, tencent_url):
-                config, demo_credentials = demo_config(aliyun_urls, tencent_url)
-                _check(config, overrides, [], args.listen_address)
+                demo, demo_credentials = demo_config(aliyun_urls, tencent_url)
+                _check(demo, overrides, [], args)
                 if args.check_config:
                     print("demo configuration is valid")
                     return 0
-                return _run(config, demo_credentials, args, overrides)
+                return _run(demo, demo_credentials, args, overrides)
         if not args.config_file:
             parser.error("--config.file is required (or --demo)")
-        config = load_config(Path(args.config_file))
-        problems: list[ConfigProblem] = []
-        credentials: dict[AccountId, ResolvedCredentials] = {}
         web_config = None
-        try:
-            credentials = resolve_all(config)
-        except ConfigError as err:
-            problems += err.details
+        found = inspect_file(Path(args.config_file))
+        config, credentials, problems = found.config, found.credentials, list(found.problems)
         if args.web_config_file:
             try:
                 web_config = load_web_config(Path(args.web_config_file))
             except ConfigError as err:
                 problems += err.details
-        _check(config, overrides, problems, args.listen_address)
+        _check(config, overrides, problems, args)
+        assert config is not None  # _check raised otherwise
         if args.check_config:
             print(f"configuration is valid: {len(config.accounts)} account(s)")
             return 0
@@ -337,17 +359,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(
-    config: Config,
+    config: Config | None,
     overrides: dict[str, bool],
     problems: list[ConfigProblem],
-    listen_address: str,
+    args: argparse.Namespace,
 ) -> None:
-    """Raise every problem found so far plus the collector and listen-address problems."""
-    problems = problems + check_collectors(config, overrides)
+    """Raise every problem found so far plus the collector and flag problems."""
+    if config is not None:
+        problems = problems + check_collectors(config, overrides)
     try:
-        parse_listen_address(listen_address)
+        parse_listen_address(args.listen_address)
     except ValueError as err:
         problems.append(ConfigProblem("--web.listen-address", str(err)))
+    path = args.telemetry_path
+    if not path.startswith("/") or path in ("/", "/-/healthy", "/-/ready"):
+        problems.append(
+            ConfigProblem(
+                "--web.telemetry-path",
+                f"{path!r} must be a path starting with '/' other than /, /-/healthy and "
+                f"/-/ready (e.g. /{path.strip('/') or 'metrics'})",
+            )
+        )
     if problems:
         raise ConfigError(problems)
 

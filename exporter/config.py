@@ -9,6 +9,7 @@ not hide them. Durations take seconds or Prometheus' syntax (``90``, ``30s``, ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import types
@@ -184,7 +185,7 @@ class Account(StrictModel):
     @classmethod
     def _regions(cls, regions: list[str]) -> list[str]:
         for region in regions:
-            if not re.fullmatch(r"[a-z]{2,}(-[a-z0-9]+)+", region):
+            if not REGION_ID.fullmatch(region):
                 raise ValueError(f"not a region id: {region!r}")
         if len(set(regions)) != len(regions):
             raise ValueError("regions must be unique")
@@ -214,6 +215,7 @@ class Account(StrictModel):
 
 
 Location = tuple[int | str, ...]
+REGION_ID = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 
 
 def unknown_collector(name: str) -> str:
@@ -241,7 +243,7 @@ def account_problems(account: Mapping[str, Any]) -> list[tuple[Location, str]]:
     regions = [r for r in regions if isinstance(r, str)] if isinstance(regions, list) else []
     if account.get("allow_unknown_regions") is not True:
         for index, region in enumerate(regions):
-            if region not in REGIONS[provider]:
+            if REGION_ID.fullmatch(region) and region not in REGIONS[provider]:
                 problems.append(
                     (
                         ("regions", index),
@@ -581,7 +583,10 @@ def config_problems(data: Any, lines: Mapping[Location, int] | None = None) -> l
                 continue
             ident = (account.get("provider"), account.get("name"))
             if ident[1] is not None and names.count(ident) > 1 and names.index(ident) != index:
-                message = f"second {ident[0]} account named {ident[1]!r}: names must be unique"
+                message = (
+                    f"account names must be unique per provider: {ident[0]}/{ident[1]} is listed "
+                    "twice"
+                )
                 found.append(problem(("accounts", index, "name"), message))
             for loc, message in account_problems(account):
                 raw_messages.add(message)
@@ -641,6 +646,15 @@ def load_config(path: Path) -> Config:
     return config
 
 
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    """What ``inspect_file`` found: the config if the file itself is valid, and every problem."""
+
+    config: Config | None
+    credentials: dict[AccountId, ResolvedCredentials]
+    problems: list[ConfigProblem]
+
+
 def check_file(
     path: Path,
     env: Mapping[str, str] | None = None,
@@ -650,10 +664,27 @@ def check_file(
 ) -> tuple[Config, dict[AccountId, ResolvedCredentials]]:
     """Load, validate and (with ``resolve``) resolve every account's credentials.
 
-    Raises one ConfigError with every problem of all three steps: credentials are resolved for
-    each account that validates on its own even when another part of the file is wrong.
+    Raises one ConfigError with every problem of all three steps.
     """
-    data, lines, problems = read_yaml(path)
+    found = inspect_file(path, env, resolve=resolve, allow_placeholders=allow_placeholders)
+    if found.problems or found.config is None:
+        raise ConfigError(found.problems)
+    return found.config, found.credentials
+
+
+def inspect_file(
+    path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    resolve: bool = True,
+    allow_placeholders: bool = False,
+) -> FileCheck:
+    """Every problem of the file, with its line; credentials are resolved for each account that
+    validates on its own even when another part of the file is wrong."""
+    try:
+        data, lines, problems = read_yaml(path)
+    except ConfigError as err:
+        return FileCheck(None, {}, list(err.details))
     problems += config_problems(data, lines)
     credentials: dict[AccountId, ResolvedCredentials] = {}
     if resolve and isinstance(data, dict) and isinstance(data.get("accounts"), list):
@@ -672,10 +703,11 @@ def check_file(
                 problems.append(
                     ConfigProblem(_location(loc, data), str(err), line=_line(loc, lines))
                 )
-    if problems:
-        problems.sort(key=lambda p: (p.line or 0, p.location))
-        raise ConfigError([replace(p, file=str(path)) for p in problems])
-    return Config.model_validate(data), credentials
+    config: Config | None = None
+    with contextlib.suppress(ValidationError):
+        config = Config.model_validate(data)
+    problems.sort(key=lambda p: (p.line or 0, p.location))
+    return FileCheck(config, credentials, [replace(p, file=str(path)) for p in problems])
 
 
 AccountId = tuple[str, str]

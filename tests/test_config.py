@@ -84,7 +84,7 @@ def test_two_regions_of_one_sas_site_are_refused() -> None:
 def test_foreign_collectors_and_duplicate_accounts_are_refused() -> None:
     tencent = {"name": "a", "provider": "tencent", "regions": ["ap-guangzhou"]}
     (problem,) = problems({"accounts": [{**tencent, "collectors": {"sas_images": {}}}]})
-    assert "sas_images does not apply to provider tencent" in problem
+    assert "collector sas_images does not apply to tencent" in problem
     (problem,) = problems({"accounts": [tencent, {**tencent, "regions": ["ap-shanghai"]}]})
     assert "unique per provider" in problem and "tencent/a" in problem
     # The same name under two providers is fine: the provider label tells them apart.
@@ -219,7 +219,12 @@ def test_check_config_prints_one_line_per_problem_and_exits_2(tmp_path: Path) ->
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3, lines
-    assert all(line.startswith("config error: accounts[") for line in lines)
+    path = tmp_path / "config.yml"
+    assert [line.split(": accounts[")[0] for line in lines] == [
+        f"config error: {path}:2",
+        f"config error: {path}:2",
+        f"config error: {path}:3",
+    ]
 
 
 def test_missing_credentials_stop_the_start(tmp_path: Path) -> None:

@@ -225,21 +225,14 @@ class TcssImageDetailSource:
             if err.code not in VANISHED_CODES:
                 raise
             log.info(
-                "image vanished between list and detail provider=tencent account=%s "
-                "region=%s image_id=%s code=%s",
-                self.key.account,
-                self.key.region,
-                image_id,
-                err.code,
+                "image vanished between list and detail",
+                extra={**self.key.log_fields(), "image_id": image_id, "code": err.code},
             )
         except PayloadError as err:
             # Already counted (invalid row or bad_payload); the image is retried next refresh.
             log.warning(
-                "skipped image detail provider=tencent account=%s region=%s image_id=%s code=%s",
-                self.key.account,
-                self.key.region,
-                image_id,
-                err.code,
+                "skipped image detail",
+                extra={**self.key.log_fields(), "image_id": image_id, "code": err.code},
             )
         return None
 
