@@ -690,10 +690,15 @@ def inspect_file(
     if resolve and isinstance(data, dict) and isinstance(data.get("accounts"), list):
         env = os.environ if env is None else env
         for index, raw in enumerate(data["accounts"]):
-            try:
-                account = Account.model_validate(raw)
-            except ValidationError:
+            if not isinstance(raw, dict) or raw.get("provider") not in REGIONS:
                 continue  # reported above
+            try:  # only the credentials need to be valid: other mistakes are reported above
+                creds = Credentials.model_validate(raw.get("credentials") or {})
+            except ValidationError:
+                continue
+            account = Account.model_construct(
+                name=str(raw.get("name")), provider=raw["provider"], credentials=creds
+            )
             loc = ("accounts", index, "credentials")
             try:
                 credentials[(account.provider, account.name)] = resolve_credentials(
