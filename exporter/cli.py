@@ -319,7 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure_logging(args.log_level, args.log_format)
     except ValueError as err:
-        source = "--log.level/--log.format (or IMAGESEC_LOG_LEVEL/IMAGESEC_LOG_FORMAT)"
+        flag = "--log.format" if "format" in str(err) else "--log.level"
+        given = any(a == flag or a.startswith(f"{flag}=") for a in argv)
+        source = flag if given else f"IMAGESEC_{flag[2:].replace('.', '_').upper()}"
         print(f"config error: {source}: {err}", file=sys.stderr)
         return EXIT_CONFIG
     overrides = {
