@@ -25,6 +25,7 @@ from exporter.config import (
 )
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
+from exporter.landing import LandingLinks
 from exporter.refresh import Refresher
 from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
@@ -269,6 +270,7 @@ async def serve(
                 args.listen_address,
                 telemetry_path=args.telemetry_path,
                 web_config=web_config,
+                links=LandingLinks(dashboard_url=args.dashboard_url, demo=args.demo),
             )
         except OSError as err:
             log.error(

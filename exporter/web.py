@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import hmac
-import html
 import logging
 import ssl
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from typing import Any
 import bcrypt
 import yaml
 
-from exporter import __version__
+from exporter import __version__, landing
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore, body_length
+from exporter.landing import LandingLinks
 from exporter.model import Snapshot
 
 log = logging.getLogger(__name__)
@@ -108,58 +108,14 @@ def load_web_config(path: Path) -> WebConfig:
     return WebConfig(Path(cert) if cert else None, Path(key) if key else None, tuple(users))
 
 
-def _age(now: float, then: float | None) -> str:
-    return "never" if then is None else f"{now - then:.0f}s ago"
-
-
-def landing_page(snapshot: Snapshot, telemetry_path: str) -> bytes:
-    """The page at ``/``: version, links and each source's state (no secrets, escaped)."""
-    now = time.time()
-    rows = []
-    for key in sorted(snapshot.sources):
-        s = snapshot.sources[key]
-        state = "up" if s.up else ("down" if s.attempted else "pending")
-        images = len(s.data.images) if s.data else 0
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(v))}</td>"
-                for v in (
-                    key.provider,
-                    key.account,
-                    key.region,
-                    key.source,
-                    state,
-                    images,
-                    _age(now, s.last_success),
-                    f"{s.interval:g}s",
-                    s.last_error or "",
-                )
-            )
-            + "</tr>"
-        )
-    path = html.escape(telemetry_path)
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>imagesec-exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .6em;text-align:left}}
-tr:nth-child(even){{background:#f3f3f3}}</style></head>
-<body><h1>imagesec-exporter {html.escape(__version__)}</h1>
-<p>Container-image security findings of Alibaba Cloud Sas and Tencent Cloud TCSS, cached and
-refreshed in the background.</p>
-<ul><li><a href="{path}">{path}</a></li><li><a href="/-/healthy">/-/healthy</a></li>
-<li><a href="/-/ready">/-/ready</a></li></ul>
-<h2>Sources</h2>
-<table><tr><th>provider</th><th>account</th><th>region</th><th>source</th><th>state</th>
-<th>images</th><th>last success</th><th>interval</th><th>last error</th></tr>
-{"".join(rows)}
-</table></body></html>
-"""
-    return page.encode()
-
-
 def make_handler(
-    store: ExpositionStore, telemetry_path: str, web_config: WebConfig
+    store: ExpositionStore,
+    telemetry_path: str,
+    web_config: WebConfig,
+    links: LandingLinks | None = None,
 ) -> type[BaseHTTPRequestHandler]:
+    links = replace(links or LandingLinks(), telemetry_path=telemetry_path)
+
     class Handler(BaseHTTPRequestHandler):
         server_version = f"imagesec-exporter/{__version__}"
 
@@ -215,7 +171,7 @@ def make_handler(
                 elif path == "/":
                     self._send(
                         200,
-                        landing_page(store.snapshot, telemetry_path),
+                        landing.render(store.snapshot, time.time(), links),
                         "text/html; charset=utf-8",
                     )
                 else:
@@ -245,10 +201,11 @@ class WebServer:
         *,
         telemetry_path: str = "/metrics",
         web_config: WebConfig | None = None,
+        links: LandingLinks | None = None,
     ) -> None:
         host, port = parse_listen_address(address)
         web_config = web_config or WebConfig()
-        handler = make_handler(store, telemetry_path, web_config)
+        handler = make_handler(store, telemetry_path, web_config, links)
         server_class = ThreadingHTTPServer
         if ":" in host:
             import socket
