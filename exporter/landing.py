@@ -84,6 +84,22 @@ def _cell(value: object, attrs: str = "") -> str:
     return f"<td{attrs}>{html.escape(str(value))}</td>"
 
 
+def _age_cell(now: float, then: float | None) -> str:
+    """The age, with the absolute time as its tooltip."""
+    if then is None:
+        return "<td>never</td>"
+    stamp, _, age = when(now, then).partition(" (")
+    return f'<td title="{html.escape(stamp)}">{html.escape(age[:-1])}</td>'
+
+
+def _time_cell(now: float, then: float | None) -> str:
+    """Absolute time, and the age under it."""
+    if then is None:
+        return "<td>never</td>"
+    stamp, _, age = when(now, then).partition(" (")
+    return f'<td class="time">{html.escape(stamp)}<br><small>{html.escape(age[:-1])}</small></td>'
+
+
 def render(snapshot: Snapshot, now: float, links: LandingLinks | None = None) -> bytes:
     """The HTML of ``/`` for ``snapshot`` at time ``now`` (Unix seconds)."""
     links = links or LandingLinks()
@@ -99,8 +115,8 @@ def render(snapshot: Snapshot, now: float, links: LandingLinks | None = None) ->
             + "".join(_cell(v) for v in (key.provider, key.account, key.region, key.source))
             + _cell(mark, f' class="state" style="color:{colour}"')
             + _cell(images, ' class="num"')
-            + _cell(when(now, source.last_success))
-            + _cell(when(now, source.last_attempt))
+            + _time_cell(now, source.last_success)
+            + _age_cell(now, source.last_attempt)
             + _cell(f"{source.interval:g}s", ' class="num"')
             + _cell(source.last_error or "", ' class="error"')
             + "</tr>"
@@ -128,11 +144,11 @@ h1{{margin-bottom:.2em}} .sub{{color:#555;margin-top:0}}
 .summary{{font-size:1.3em;font-weight:600;color:{banner_colour};margin:.6em 0}}
 .demo{{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;border-radius:4px}}
 nav a{{margin-right:1.2em}}
-table{{border-collapse:collapse;margin-top:.8em;font-size:.92em}}
+table{{border-collapse:collapse;margin-top:.8em;font-size:.88em}}
 td,th{{padding:.3em .6em;text-align:left;border-bottom:1px solid #ddd;vertical-align:top}}
-th{{background:#f3f3f3}} .num{{text-align:right}} .state{{font-weight:600;white-space:nowrap}}
+td{{white-space:nowrap}} th{{background:#f3f3f3}} small{{color:#555}} .num{{text-align:right}} .state{{font-weight:600;white-space:nowrap}}
 tr.down{{background:#fdecea}} tr.pending{{background:#fff8e1}}
-.error{{color:#8a1c1c;max-width:32em;word-break:break-word}}
+.error{{color:#8a1c1c;white-space:normal;min-width:16em;word-break:break-word}}
 </style></head>
 <body><h1>imagesec-exporter</h1>
 <p class="sub">version {e(__version__)} · container-image security findings of Alibaba Cloud Sas

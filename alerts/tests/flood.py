@@ -90,7 +90,7 @@ def render() -> str:
         f'              runbook_url: "{RUNBOOK}imagesecsourcedown"',
         f'              dashboard_url: "{DASHBOARD}"',
         "    promql_expr_test:",
-        "      - expr: count(ALERTS{alertstate=\"firing\", alertname=~\"ImagesecRepo.*\"})",
+        '      - expr: count(ALERTS{alertstate="firing", alertname=~"ImagesecRepo.*"})',
         "        eval_time: 75m",
         "        exp_samples:",
         "          - labels: '{}'",
