@@ -26,7 +26,6 @@ from exporter import __version__, landing
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore, body_length
 from exporter.landing import LandingLinks
-from exporter.model import Snapshot
 
 log = logging.getLogger(__name__)
 
