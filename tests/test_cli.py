@@ -213,3 +213,22 @@ def test_bad_or_busy_listen_address_is_a_clear_error() -> None:
         result = run("--demo", "--web.listen-address", f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version_names_python_platform_and_revision() -> None:
+    import platform
+
+    env = {"PATH": os.environ["PATH"], "IMAGESEC_GIT_REVISION": "0123abcd"}
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    first, python, system = result.stdout.strip().splitlines()
+    assert first.startswith("imagesec-exporter, version ") and "(revision: 0123abcd)" in first
+    assert platform.python_version() in python
+    assert platform.machine() in system
