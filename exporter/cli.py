@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,7 @@ from exporter.config import (
     inspect_file,
     parse_config,
 )
+from exporter.credentials import CredentialHolder
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.landing import LandingLinks
@@ -91,7 +92,14 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the configuration and credentials, then exit (2 if invalid)",
+        help="validate the configuration and credentials, then exit (2 if invalid); no "
+        "network unless --probe",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="with --check-config: fetch each account's credentials once and make one cheap "
+        "API call (exit 1 if one fails)",
     )
     parser.add_argument(
         "--web.dashboard-url",
@@ -237,9 +245,18 @@ def demo_clouds() -> Iterator[tuple[dict[str, str], str]]:
         yield urls, f"http://{tencent.address}"
 
 
+Credentials = Mapping[AccountId, ResolvedCredentials | CredentialHolder]
+
+
+def credentials_client() -> httpx.AsyncClient:
+    """The HTTP client of STS, instance metadata and credentials URIs (own pool)."""
+    headers = {"user-agent": f"imagesec-exporter/{__version__}"}
+    return httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), headers=headers)
+
+
 async def serve(
     config: Config,
-    credentials: dict[AccountId, ResolvedCredentials],
+    credentials: Credentials,
     args: argparse.Namespace,
     overrides: dict[str, bool],
     web_config: WebConfig,
@@ -249,7 +266,13 @@ async def serve(
     timeout = httpx.Timeout(15.0, connect=5.0)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http:
+    async with (
+        httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http,
+        credentials_client() as credential_http,
+    ):
+        for holder in credentials.values():
+            if isinstance(holder, CredentialHolder):
+                holder.bind(credential_http, telemetry)
         sources = build_sources(config, credentials, telemetry, http, overrides=overrides)
         refresher = Refresher(sources, telemetry=telemetry, timeout=config.refresh.timeout)
         store = ExpositionStore(refresher.snapshot, telemetry)
@@ -344,7 +367,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--config.file is required (or --demo)")
         web_config = None
         found = inspect_file(Path(args.config_file))
-        config, credentials, problems = found.config, found.credentials, list(found.problems)
+        config, problems = found.config, list(found.problems)
+        credentials: dict[AccountId, ResolvedCredentials | CredentialHolder] = {}
+        origins: dict[AccountId, str] = {}
+        for ident, resolved in found.credentials.items():
+            credentials[ident] = CredentialHolder(
+                resolved.provider, cloud=ident[0], account=ident[1]
+            )
+            origins[ident] = f"{resolved.provider.kind} ({resolved.origin})"
         if args.web_config_file:
             try:
                 web_config = load_web_config(Path(args.web_config_file))
@@ -354,7 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert config is not None  # _check raised otherwise
         if args.check_config:
             print(f"configuration is valid: {len(config.accounts)} account(s)")
+            for (provider, name), origin in origins.items():
+                print(f"  {provider}/{name}: credentials {origin}")
+            if args.probe:
+                return asyncio.run(_probe(config, credentials))
             return 0
+        if args.probe:
+            parser.error("--probe needs --check-config")
         return _run(config, credentials, args, overrides, web_config)
     except ConfigError as err:
         for detail in err.details:
@@ -388,9 +424,23 @@ def _check(
         raise ConfigError(problems)
 
 
+async def _probe(config: Config, credentials: Credentials) -> int:
+    from exporter.credentials.probe import probe
+
+    telemetry = Telemetry()
+    holders = {k: v for k, v in credentials.items() if isinstance(v, CredentialHolder)}
+    async with credentials_client() as credential_http, httpx.AsyncClient() as http:
+        for holder in holders.values():
+            holder.bind(credential_http, telemetry)
+        results = await probe(config, holders, http, telemetry)
+    for result in results:
+        print(result)
+    return 0 if all(r.ok for r in results) else 1
+
+
 def _run(
     config: Config,
-    credentials: dict[AccountId, ResolvedCredentials],
+    credentials: Credentials,
     args: argparse.Namespace,
     overrides: dict[str, bool],
     web_config: WebConfig | None = None,

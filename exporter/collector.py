@@ -32,6 +32,9 @@ from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+# Gauges kept in Telemetry rather than derived from the snapshot.
+TELEMETRY_GAUGES = ("imagesec_credential_expiry_timestamp_seconds",)
+
 
 def interval_help(help_: str, intervals: set[float]) -> str:
     if not intervals:
@@ -166,6 +169,12 @@ class HealthCollector(Collector):
             for labels, total in sorted(self._telemetry.values(spec.name).items()):
                 counter.add_metric(labels, total)
             yield counter
+        for name in TELEMETRY_GAUGES:
+            spec = CATALOGUE[name]
+            gauge = GaugeMetricFamily(name, spec.help, labels=spec.labels)
+            for labels, current in sorted(self._telemetry.values(name).items()):
+                gauge.add_metric(labels, current)
+            yield gauge
         build = GaugeMetricFamily(
             "imagesec_build_info",
             CATALOGUE["imagesec_build_info"].help,

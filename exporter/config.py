@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -34,6 +34,9 @@ from pydantic import (
 
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.regions import REGIONS, suggest
+
+if TYPE_CHECKING:
+    from exporter.credentials.chain import Resolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +154,60 @@ class CollectorSettings(StrictModel):
     interval: Interval | None = None
 
 
-class Credentials(StrictModel):
-    """Per-account credentials; each value may instead come from a file (``*_file``)."""
+ALIYUN_TYPES = (
+    "access_key",
+    "sts_token",
+    "ram_role_arn",
+    "oidc_role_arn",
+    "ecs_ram_role",
+    "credentials_uri",
+    "cli_profile",
+)
+TENCENT_TYPES = ("secret", "sts_token", "assume_role", "oidc_role", "cvm_role", "profile")
 
+_ALIYUN_KEY = ("access_key_id", "access_key_secret")
+_ALIYUN_TOKEN = ("security_token",)
+_TENCENT_KEY = ("secret_id", "secret_key")
+_TENCENT_TOKEN = ("session_token",)
+_ROLE = ("role_arn", "role_session_name", "duration_seconds", "policy")
+
+# Which credential fields each type takes (besides ``type``); a value of a ``*_file`` pair
+# counts as its field. Anything else set is an error: every accepted setting is enforced.
+CREDENTIAL_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("aliyun", "access_key"): _ALIYUN_KEY,
+    ("aliyun", "sts_token"): _ALIYUN_KEY + _ALIYUN_TOKEN,
+    ("aliyun", "ram_role_arn"): _ALIYUN_KEY
+    + _ALIYUN_TOKEN
+    + _ROLE
+    + ("external_id", "sts_region", "vpc_endpoint_enabled"),
+    ("aliyun", "oidc_role_arn"): (
+        *_ROLE,
+        "oidc_provider_arn",
+        "oidc_token_file",
+        "sts_region",
+        "vpc_endpoint_enabled",
+    ),
+    ("aliyun", "ecs_ram_role"): ("role_name", "imdsv1_disabled"),
+    ("aliyun", "credentials_uri"): ("credentials_uri",),
+    ("aliyun", "cli_profile"): ("profile", "profile_file"),
+    ("aliyun", ""): _ALIYUN_KEY + _ALIYUN_TOKEN,
+    ("tencent", "secret"): _TENCENT_KEY,
+    ("tencent", "sts_token"): _TENCENT_KEY + _TENCENT_TOKEN,
+    ("tencent", "assume_role"): _TENCENT_KEY + _TENCENT_TOKEN + _ROLE + ("external_id", "region"),
+    ("tencent", "oidc_role"): (*_ROLE, "provider_id", "oidc_token_file", "region"),
+    ("tencent", "cvm_role"): ("role_name",),
+    ("tencent", "profile"): ("profile", "profile_file"),
+    ("tencent", ""): _TENCENT_KEY + _TENCENT_TOKEN,
+}
+
+
+class Credentials(StrictModel):
+    """Per-account credentials: a ``type`` (else the vendor's default chain) and its fields.
+
+    Secrets may instead come from a file (``*_file``), re-read when it changes.
+    """
+
+    type: Literal[ALIYUN_TYPES + TENCENT_TYPES] | None = None  # type: ignore[valid-type]
     access_key_id: str | None = None
     access_key_id_file: Path | None = None
     access_key_secret: SecretStr | None = None
@@ -166,6 +220,28 @@ class Credentials(StrictModel):
     secret_key_file: Path | None = None
     session_token: SecretStr | None = None
     session_token_file: Path | None = None
+    role_arn: str | None = Field(default=None, min_length=1)
+    role_session_name: str | None = Field(default=None, pattern=r"^[\w.@=,-]{2,64}$")
+    duration_seconds: int | None = Field(default=None, ge=900, le=43200)
+    policy: str | None = None
+    external_id: str | None = None
+    oidc_provider_arn: str | None = Field(default=None, min_length=1)
+    oidc_token_file: Path | None = None
+    provider_id: str | None = Field(default=None, min_length=1)
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$")
+    sts_region: str | None = Field(default=None, pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$")
+    vpc_endpoint_enabled: bool | None = None
+    role_name: str | None = Field(default=None, min_length=1)
+    imdsv1_disabled: bool | None = None
+    credentials_uri: str | None = Field(default=None, pattern=r"^https?://")
+    profile: str | None = Field(default=None, min_length=1)
+    profile_file: Path | None = None
+
+    def set_fields(self) -> list[str]:
+        """The fields given, ``*_file`` folded into their value field."""
+        names = self.model_dump(exclude_none=True, exclude={"type"})
+        fields = type(self).model_fields
+        return sorted({n[:-5] if n.endswith("_file") and n[:-5] in fields else n for n in names})
 
 
 class Account(StrictModel):
@@ -178,6 +254,8 @@ class Account(StrictModel):
         default="china", json_schema_extra=only_for("tencent")
     )
     credentials: Credentials = Credentials()
+    sts_endpoint: str | None = Field(default=None, pattern=r"^(https?://)?[^\s/]+(:\d+)?/?$")
+    metadata_endpoint: str | None = Field(default=None, pattern=r"^(https?://)?[^\s/]+(:\d+)?/?$")
     collectors: dict[str, CollectorSettings] = {}
     rate_limit: float | None = Field(default=None, gt=0, description="requests/s per action")
 
@@ -207,14 +285,36 @@ class Account(StrictModel):
 
     @model_validator(mode="after")
     def _provider_rules(self) -> Account:
+        problems = credential_problems(self.provider, self.credentials)
         fields = {name: getattr(self, name) for name in self.model_fields_set}
-        problems = account_problems({**fields, "provider": self.provider})
+        problems += [
+            message for _, message in account_problems({**fields, "provider": self.provider})
+        ]
         if problems:
-            raise ValueError("\n".join(message for _, message in problems))
+            raise ValueError("\n".join(problems))
         return self
 
 
 Location = tuple[int | str, ...]
+
+
+def credential_problems(provider: str, creds: Credentials) -> list[str]:
+    """What is wrong with an account's ``credentials`` for its provider (type and fields)."""
+    kind = creds.type or ""
+    types = ALIYUN_TYPES if provider == "aliyun" else TENCENT_TYPES
+    if kind and kind not in types:
+        return [
+            f"credentials type {kind!r} does not apply to provider {provider} "
+            f"(types: {', '.join(types)})"
+        ]
+    allowed = CREDENTIAL_FIELDS[(provider, kind)]
+    wrong = [f for f in creds.set_fields() if f not in allowed]
+    if wrong:
+        what = f"type {kind}" if kind else f"provider {provider} without a type"
+        return [f"credentials {wrong} do not apply to {what}"]
+    return []
+
+
 REGION_ID = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 
 
@@ -251,15 +351,6 @@ def account_problems(account: Mapping[str, Any]) -> list[tuple[Location, str]]:
                         "; for a region newer than this release set allow_unknown_regions: true",
                     )
                 )
-    creds = account.get("credentials")
-    if isinstance(creds, BaseModel):
-        creds = creds.model_dump(exclude_none=True)
-    if isinstance(creds, Mapping):
-        prefix = ("secret_", "session_") if provider == "aliyun" else ("access_", "security_")
-        for key in sorted(k for k in creds if isinstance(k, str) and k.startswith(prefix)):
-            problems.append(
-                (("credentials", key), f"credentials key {key!r} does not apply to {provider}")
-            )
     collectors = account.get("collectors")
     if isinstance(collectors, Mapping):
         for name in collectors:
@@ -648,10 +739,11 @@ def load_config(path: Path) -> Config:
 
 @dataclass(frozen=True, slots=True)
 class FileCheck:
-    """What ``inspect_file`` found: the config if the file itself is valid, and every problem."""
+    """What ``inspect_file`` found: the config if the file itself is valid, each account's
+    resolved credential provider, and every problem."""
 
     config: Config | None
-    credentials: dict[AccountId, ResolvedCredentials]
+    credentials: dict[AccountId, Resolved]
     problems: list[ConfigProblem]
 
 
@@ -661,8 +753,8 @@ def check_file(
     *,
     resolve: bool = True,
     allow_placeholders: bool = False,
-) -> tuple[Config, dict[AccountId, ResolvedCredentials]]:
-    """Load, validate and (with ``resolve``) resolve every account's credentials.
+) -> tuple[Config, dict[AccountId, Resolved]]:
+    """Load, validate and (with ``resolve``) resolve every account's credential provider.
 
     Raises one ConfigError with every problem of all three steps.
     """
@@ -679,16 +771,20 @@ def inspect_file(
     resolve: bool = True,
     allow_placeholders: bool = False,
 ) -> FileCheck:
-    """Every problem of the file, with its line; credentials are resolved for each account that
-    validates on its own even when another part of the file is wrong."""
+    """Every problem of the file, with its line. Credentials are resolved (nothing fetched) for
+    each account whose provider and credentials are valid, even when another part of the file
+    is wrong, so a second round is never needed."""
+    from exporter.credentials.chain import resolve_provider
+
     try:
         data, lines, problems = read_yaml(path)
     except ConfigError as err:
         return FileCheck(None, {}, list(err.details))
     problems += config_problems(data, lines)
-    credentials: dict[AccountId, ResolvedCredentials] = {}
+    credentials: dict[AccountId, Resolved] = {}
     if resolve and isinstance(data, dict) and isinstance(data.get("accounts"), list):
         env = os.environ if env is None else env
+        reported = {p.error for p in problems}
         for index, raw in enumerate(data["accounts"]):
             if not isinstance(raw, dict) or raw.get("provider") not in REGIONS:
                 continue  # reported above
@@ -696,18 +792,26 @@ def inspect_file(
                 creds = Credentials.model_validate(raw.get("credentials") or {})
             except ValidationError:
                 continue
-            account = Account.model_construct(
-                name=str(raw.get("name")), provider=raw["provider"], credentials=creds
-            )
             loc = ("accounts", index, "credentials")
+            where, line = _location(loc, data), _line(loc, lines)
+            wrong = credential_problems(raw["provider"], creds)
+            if wrong:
+                problems += [ConfigProblem(where, m, line=line) for m in wrong if m not in reported]
+                continue
+            endpoints = {
+                key: raw[key]
+                for key in ("sts_endpoint", "metadata_endpoint")
+                if isinstance(raw.get(key), str)
+            }
+            account = Account.model_construct(
+                name=str(raw.get("name")), provider=raw["provider"], credentials=creds, **endpoints
+            )
             try:
-                credentials[(account.provider, account.name)] = resolve_credentials(
+                credentials[(account.provider, account.name)] = resolve_provider(
                     account, env, allow_placeholders=allow_placeholders
                 )
             except ValueError as err:
-                problems.append(
-                    ConfigProblem(_location(loc, data), str(err), line=_line(loc, lines))
-                )
+                problems.append(ConfigProblem(where, str(err), line=line))
     config: Config | None = None
     with contextlib.suppress(ValidationError):
         config = Config.model_validate(data)

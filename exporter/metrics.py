@@ -262,6 +262,19 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         SOURCE_LABELS,
     ),
     MetricSpec(
+        "imagesec_credential_refresh_failures",
+        Kind.COUNTER,
+        "Failed fetches or renewals of an account's credentials (STS, instance metadata, "
+        "files), by code",
+        ("provider", "account", "code"),
+    ),
+    MetricSpec(
+        "imagesec_credential_expiry_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time the account's current temporary credentials expire (absent for long-lived keys)",
+        ("provider", "account"),
+    ),
+    MetricSpec(
         "imagesec_build_info",
         Kind.GAUGE,
         "Build information of the exporter; always 1",

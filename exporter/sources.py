@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -26,6 +27,8 @@ from exporter.clouds.tencent.endpoints import tcss_host
 from exporter.clouds.tencent.signing import TC3Auth, utc_now_seconds
 from exporter.clouds.tencent.source import TcssImageDetailSource, TcssImagesSource
 from exporter.config import COLLECTORS, Account, AccountId, Config, ResolvedCredentials
+from exporter.credentials import CredentialHolder
+from exporter.credentials.static import StaticProvider, Value
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.model import SourceKey
 from exporter.refresh import Source
@@ -41,10 +44,11 @@ class Context:
     config: Config
     account: Account
     region: str
-    credentials: ResolvedCredentials
+    credentials: CredentialHolder
     telemetry: Telemetry
     http: httpx.AsyncClient
     clients: dict[tuple[str, str, str], object] = field(default_factory=dict)
+    clock: Callable[[], float] = utc_now_seconds  # signing time, Unix seconds
 
     def key(self, collector: str) -> SourceKey:
         return SourceKey(self.account.provider, self.account.name, self.region, collector)
@@ -55,6 +59,10 @@ class Context:
 
     def retry(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.config.refresh.max_attempts)
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 
 
 def base_url(endpoint: str | None, default_host: str) -> str:
@@ -70,7 +78,7 @@ C = TypeVar("C", bound=ApiClient)
 def shared_client(
     ctx: Context,
     cls: type[C],
-    auth: httpx.Auth,
+    auth: httpx.Auth | Callable[[], Awaitable[httpx.Auth]],
     host: str,
     buckets: dict[str, TokenBucket] | None = None,
 ) -> C:
@@ -99,26 +107,25 @@ def shared_client(
 
 def sas_client(ctx: Context) -> SasClient:
     """The Sas client of (account, region): rate limits per (account, region, action)."""
-    creds = ctx.credentials
-    auth = ACS3Auth(
-        creds.key_id,
-        creds.secret.get_secret_value(),
-        creds.token.get_secret_value() if creds.token else None,
-        clock=utc_now,
-        nonce=default_nonce,
-    )
+    holder = ctx.credentials
+    wall = ctx.clock
+    clock = utc_now if wall is utc_now_seconds else lambda: _utc(wall())
+
+    async def auth() -> httpx.Auth:
+        creds = await holder.get()
+        return ACS3Auth(creds.key_id, creds.secret, creds.token, clock=clock, nonce=default_nonce)
+
     return shared_client(ctx, SasClient, auth, sas_endpoint(ctx.region))
 
 
 def tcss_client(ctx: Context) -> TcssClient:
     """The TCSS client of (account, region): rate limits per (account, action)."""
-    creds = ctx.credentials
-    auth = TC3Auth(
-        creds.key_id,
-        creds.secret.get_secret_value(),
-        token=creds.token.get_secret_value() if creds.token else None,
-        clock=utc_now_seconds,
-    )
+    holder = ctx.credentials
+
+    async def auth() -> httpx.Auth:
+        creds = await holder.get()
+        return TC3Auth(creds.key_id, creds.secret, token=creds.token, clock=ctx.clock)
+
     # One quota per account and action, whatever X-TC-Region says: the regions share it.
     buckets = ctx.clients.setdefault(("tencent", ctx.account.name, "*rate-limits*"), {})
     assert isinstance(buckets, dict)
@@ -199,15 +206,34 @@ def check_collectors(
     return problems
 
 
+def static_holder(
+    account: AccountId, creds: ResolvedCredentials, http: httpx.AsyncClient
+) -> CredentialHolder:
+    """A holder of already resolved long-lived credentials (tests, the demo)."""
+    token = Value(creds.token.get_secret_value()) if creds.token else None
+    provider = StaticProvider(
+        "sts_token" if token else "access_key",
+        Value(creds.key_id),
+        Value(creds.secret.get_secret_value()),
+        token,
+    )
+    return CredentialHolder(provider, cloud=account[0], account=account[1], http=http)
+
+
 def build_sources(
     config: Config,
-    credentials: Mapping[AccountId, ResolvedCredentials],
+    credentials: Mapping[AccountId, ResolvedCredentials | CredentialHolder],
     telemetry: Telemetry,
     http: httpx.AsyncClient,
     *,
     overrides: Mapping[str, bool] | None = None,
+    clock: Callable[[], float] = utc_now_seconds,
 ) -> list[Source]:
-    """One source per enabled collector, account and region (``check_collectors`` first)."""
+    """One source per enabled collector, account and region (``check_collectors`` first).
+
+    ``credentials`` holds one holder per account, shared by all its sources (resolved static
+    credentials are wrapped in one). ``clock`` (Unix seconds) dates the signatures.
+    """
     problems = check_collectors(config, overrides)
     if problems:
         raise ConfigError(problems)
@@ -215,15 +241,19 @@ def build_sources(
     shared: dict[tuple[str, str, str], object] = {}
     for account in config.accounts:
         names = enabled_collectors(config, account, overrides)
+        ident = (account.provider, account.name)
+        given = credentials[ident]
+        holder = given if isinstance(given, CredentialHolder) else static_holder(ident, given, http)
         for region in account.regions:
             ctx = Context(
                 config,
                 account,
                 region,
-                credentials[(account.provider, account.name)],
+                holder,
                 telemetry,
                 http,
                 shared,
+                clock,
             )
             for name in names:
                 sources.append(FACTORIES[name](ctx, name, config.collector(account, name)[1]))

@@ -1,4 +1,4 @@
-"""Thread-safe counters behind the exporter's self-metrics (API requests, errors, cache, rows)."""
+"""Thread-safe counters (and a few gauges) behind the exporter's self-metrics (API requests, errors, cache, rows)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ class Telemetry:
         with self._lock:
             series = self._values[metric]
             series[labels] = series.get(labels, 0.0) + amount
+
+    def set_gauge(self, metric: str, labels: tuple[str, ...], value: float) -> None:
+        """Set a gauge series kept here (not derived from the snapshot)."""
+        spec = CATALOGUE[metric]
+        if spec.kind is not Kind.GAUGE or len(labels) != len(spec.labels):
+            raise ValueError(f"{metric}: not a gauge with labels {spec.labels}")
+        with self._lock:
+            self._values[metric][labels] = value
 
     def values(self, metric: str) -> dict[tuple[str, ...], float]:
         """A copy of every series of ``metric``."""

@@ -442,3 +442,15 @@ def test_site_applies_to_tencent_only_and_is_honoured_there() -> None:
         }
     )
     assert config.accounts[0].site == "international"
+
+
+def test_half_a_key_names_the_missing_half(tmp_path: Path) -> None:
+    from exporter.config import inspect_file
+
+    path = write(tmp_path, "accounts:\n  - {name: t, provider: tencent, regions: [ap-guangzhou]}\n")
+    found = inspect_file(path, {"TENCENTCLOUD_SECRET_ID": "AKIDreal"})
+    (problem,) = found.problems
+    assert str(problem) == (
+        f"{path}:2: accounts[0] (t).credentials: "
+        "TENCENTCLOUD_SECRET_ID is set but TENCENTCLOUD_SECRET_KEY is not"
+    )

@@ -57,7 +57,7 @@ class ApiClient:
     def __init__(
         self,
         http: httpx.AsyncClient,
-        auth: httpx.Auth,
+        auth: httpx.Auth | Callable[[], Awaitable[httpx.Auth]],
         *,
         base_url: str,
         account: str,
@@ -73,6 +73,8 @@ class ApiClient:
         """Create a client.
 
         Args:
+            auth: a signer, or a coroutine function returning one signed with the account's
+                current credentials (awaited before each request, so signing stays I/O-free).
             rate: requests per second and action; ``DEFAULT_RATE`` when None.
             clock: the rate limiter's clock; tests pair it with ``sleep``.
             buckets: rate limiters by action, to share with other clients.
@@ -153,11 +155,14 @@ class ApiClient:
         raise NotImplementedError
 
     async def _send(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
+        # Credentials that cannot be had (CredentialError, an AuthError) fail the call before
+        # any request is sent or counted.
+        auth = self._auth if isinstance(self._auth, httpx.Auth) else await self._auth()
         request = self._request(action, params)
         self._telemetry.inc("imagesec_api_requests", self._labels(action))
         try:
             try:
-                response = await self._http.send(request, auth=self._auth)
+                response = await self._http.send(request, auth=auth)
             except httpx.TimeoutException as err:
                 raise UpstreamError(
                     f"{action} timed out", provider=self.PROVIDER, code="timeout"

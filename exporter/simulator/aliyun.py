@@ -10,7 +10,9 @@ Protocol, as the real gateway (cloud-api-facts.md 1a-1d):
   must be within 15 minutes of the simulator clock; a nonce may be used once per 15 minutes.
   HMAC-SHA1 query signatures (``SignatureVersion=1.0``) are verified over every parameter but
   ``Signature``, empty ones included. A security token (``x-acs-security-token`` or
-  ``SecurityToken``) is accepted with any known key.
+  ``SecurityToken``) is accepted with any long-lived key; an STS key (issued by the simulated
+  STS or instance metadata) needs its own token and is refused once expired
+  (``InvalidSecurityToken.Expired``).
 - Errors are ``{"RequestId","HostId","Code","Message","Recommend"}`` with content type
   ``application/json;charset=utf-8`` and the gateway's HTTP status.
 - Flow control: a token bucket of 10 requests per second per (AccessKey id, site, action); the
@@ -58,6 +60,7 @@ from exporter.simulator.fleet import (
     MalwareFinding,
     VulFinding,
 )
+from exporter.simulator.identity import TemporaryKeyError
 
 if TYPE_CHECKING:
     from exporter.simulator.core import Simulator
@@ -324,8 +327,13 @@ class AliyunService:
         business = {k: v for k, v in params.items() if k not in _COMMON_PARAMS}
         return handler(business, site, now)
 
-    def _secret(self, access_key_id: str) -> str:
+    def _secret(self, access_key_id: str, token: str | None, now: float) -> str:
         secret = self.sim.aliyun_keys.get(access_key_id)
+        if secret is None:
+            try:
+                secret = self.sim.identity.secret("aliyun", access_key_id, token, now)
+            except TemporaryKeyError as err:
+                raise SasError(err.status, err.code, err.message) from None
         if secret is None:
             raise SasError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
         return secret
@@ -340,7 +348,9 @@ class AliyunService:
         if not self.nonces.use((access_key_id, nonce), now):
             raise SasError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
 
-    def _verify_v3(self, request: SimRequest, authorization: str, now: float) -> str:
+    def _verify_v3(
+        self, request: SimRequest, authorization: str, now: float, version: str = API_VERSION
+    ) -> str:
         try:
             access_key_id, signed, signature = parse_authorization_v3(authorization)
         except ValueError:
@@ -361,9 +371,9 @@ class AliyunService:
                     f"The request signature does not conform to Aliyun standards: "
                     f"{name} is not signed.",
                 )
-        if headers["x-acs-version"] != API_VERSION:
+        if headers["x-acs-version"] != version:
             raise SasError(400, "InvalidVersion", "Specified parameter Version is not valid.")
-        secret = self._secret(access_key_id)
+        secret = self._secret(access_key_id, headers.get("x-acs-security-token"), now)
         self._check_time(headers["x-acs-date"], now)
         content_sha256 = headers["x-acs-content-sha256"]
         if content_sha256 != hashlib.sha256(request.body).hexdigest():
@@ -392,7 +402,9 @@ class AliyunService:
         self._use_nonce(access_key_id, headers["x-acs-signature-nonce"], now)
         return access_key_id
 
-    def _verify_v1(self, request: SimRequest, params: dict[str, str], now: float) -> str:
+    def _verify_v1(
+        self, request: SimRequest, params: dict[str, str], now: float, version: str = API_VERSION
+    ) -> str:
         for name in _V1_REQUIRED:
             if not params.get(name):
                 raise _missing(name)
@@ -403,10 +415,10 @@ class AliyunService:
                 "The request signature does not conform to Aliyun standards: "
                 "SignatureMethod must be HMAC-SHA1 and SignatureVersion 1.0.",
             )
-        if params["Version"] != API_VERSION:
+        if params["Version"] != version:
             raise SasError(400, "InvalidVersion", "Specified parameter Version is not valid.")
         access_key_id = params["AccessKeyId"]
-        secret = self._secret(access_key_id)
+        secret = self._secret(access_key_id, params.get("SecurityToken"), now)
         self._check_time(params["Timestamp"], now)
         expected = signature_v1(secret, request.method, params)
         if not hmac.compare_digest(expected.encode(), params["Signature"].encode()):

@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -232,7 +233,8 @@ class Simulator:
         faults: FaultPlan | None = None,
         rate_limit: bool = True,
     ) -> None:
-        from exporter.simulator import aliyun, tencent  # the cloud modules import core
+        from exporter.simulator import aliyun, sts, tencent  # the cloud modules import core
+        from exporter.simulator.identity import IdentityStore
 
         self._initial = _Config(seed, images_per_region)
         self.clock = clock
@@ -244,6 +246,11 @@ class Simulator:
             DEMO_ALIYUN_ACCESS_KEY_ID: DEMO_ALIYUN_ACCESS_KEY_SECRET
         }
         self.tencent_keys: dict[str, str] = {DEMO_TENCENT_SECRET_ID: DEMO_TENCENT_SECRET_KEY}
+        # Roles, OIDC tokens and the temporary keys STS and instance metadata issue.
+        self.identity = IdentityStore(clock)
+        self.metadata_tokens: dict[str, float] = {}  # ECS IMDSv2 token -> expiry
+        self.aliyun_sts = sts.AliyunSts(self)
+        self.tencent_sts = sts.TencentSts(self)
         self._counts_lock = threading.Lock()
         self.aliyun = aliyun.AliyunService(self)
         self.tencent = tencent.TencentService(self)
@@ -264,9 +271,14 @@ class Simulator:
 
     def handle(self, cloud: Cloud, request: SimRequest) -> SimResponse:
         """Answer one request to ``cloud``'s endpoint."""
+        from exporter.simulator.sts import route
+
         if request.path.startswith("/_sim/"):
             return self.control(request)
         try:
+            credentials = route(self, cloud, request)  # STS and instance metadata
+            if credentials is not None:
+                return credentials
             return self._service(cloud).handle(request)
         except Exception:  # a simulator bug must look like a server fault, not kill a thread
             logger.exception("simulator failed cloud=%s path=%s", cloud, request.path)
@@ -292,6 +304,8 @@ class Simulator:
             self.request_counts.clear()
         self.aliyun.reset()
         self.tencent.reset()
+        self.identity.reset()
+        self.metadata_tokens.clear()
 
     def stats(self) -> dict[str, Any]:
         """Request counts per cloud and action, and the fleet's parameters."""
@@ -461,12 +475,16 @@ class SimulatorServer:
         port: int = 0,
         *,
         site: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``site`` makes a Sas listener one site's endpoint (as tds.<site>.aliyuncs.com is)."""
+        """``site`` makes a Sas listener one site's endpoint (as tds.<site>.aliyuncs.com is);
+        ``ssl_context`` serves HTTPS (for clients that speak nothing else, e.g. the vendors'
+        credential libraries talking to STS)."""
         simulator._service(cloud)
         self.simulator = simulator
         self.cloud: Cloud = cloud
         self.site = site
+        self.ssl_context = ssl_context
         self._bind = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -484,6 +502,10 @@ class SimulatorServer:
         if self._server is not None:
             return
         self._server = _Server(self._bind, self.simulator, self.cloud, self.site)
+        if self.ssl_context is not None:
+            self._server.socket = self.ssl_context.wrap_socket(
+                self._server.socket, server_side=True
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.1},

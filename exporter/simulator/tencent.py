@@ -6,7 +6,9 @@ Protocol, as Tencent Cloud API 3.0 (cloud-api-facts.md 2a-2d):
   0-based indexes (``Filters.0.Values.0=scanned``). The action comes from ``X-TC-Action``.
 - TC3-HMAC-SHA256 is verified with service ``tcss`` over the ``Host`` and ``Content-Type``
   exactly as received and the payload hash; ``X-TC-Timestamp`` must be within 5 minutes of the
-  simulator clock. ``X-TC-Token`` is accepted with any known SecretId. Only the headers the
+  simulator clock. ``X-TC-Token`` is accepted with any long-lived SecretId; a temporary one
+  (from the simulated STS or CVM metadata) needs its own token and is refused once expired
+  (``AuthFailure.TokenFailure``). Only the headers the
   official SDK signs (``content-type;host``) are supported in ``SignedHeaders``.
 - Every answer is HTTP 200 with ``Content-Type: application/json`` exactly (the SDK only
   looks for ``Response.Error`` with that exact value) and the body
@@ -51,6 +53,7 @@ from exporter.simulator.core import (
 )
 from exporter.simulator.faults import REPLACING_KINDS, Fault
 from exporter.simulator.fleet import TENCENT_REGIONS, Fleet, ImageSpec, ImageState
+from exporter.simulator.identity import TemporaryKeyError
 
 if TYPE_CHECKING:
     from exporter.simulator.core import Simulator
@@ -232,7 +235,7 @@ class TencentService:
         params, flattened = self._params(request)
         return handler(params, flattened, region, now)
 
-    def _verify(self, request: SimRequest, now: float) -> str:
+    def _verify(self, request: SimRequest, now: float, expected_service: str = SERVICE) -> str:
         authorization = request.header("Authorization")
         if not authorization:
             raise TcError(
@@ -249,10 +252,10 @@ class TencentService:
                 "AuthFailure.InvalidAuthorization",
                 "This simulator verifies SignedHeaders=content-type;host only.",
             )
-        if service != SERVICE:
+        if service != expected_service:
             raise TcError(
                 "AuthFailure.InvalidAuthorization",
-                f"The credential scope service `{service}` does not match `{SERVICE}`.",
+                f"The credential scope service `{service}` does not match `{expected_service}`.",
             )
         raw_timestamp = request.header("X-TC-Timestamp") or ""
         if not raw_timestamp.isdigit():
@@ -261,6 +264,13 @@ class TencentService:
             )
         timestamp = int(raw_timestamp)
         secret_key = self.sim.tencent_keys.get(secret_id)
+        if secret_key is None:
+            try:
+                secret_key = self.sim.identity.secret(
+                    "tencent", secret_id, request.header("X-TC-Token"), now
+                )
+            except TemporaryKeyError as err:
+                raise TcError(err.code, err.message) from None
         if secret_key is None:
             raise TcError(
                 "AuthFailure.SecretIdNotFound",
@@ -281,7 +291,7 @@ class TencentService:
             request.header("Host") or "",
             payload,
         )
-        expected = signature_tc3(secret_key, timestamp, SERVICE, canonical)
+        expected = signature_tc3(secret_key, timestamp, expected_service, canonical)
         if not hmac.compare_digest(expected, signature):
             raise TcError(
                 "AuthFailure.SignatureFailure",
