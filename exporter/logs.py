@@ -105,6 +105,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_fields(record, self), ensure_ascii=False, default=str)
 
 
+_HANDLER = "imagesec-exporter"
+
+
+class _StderrHandler(logging.StreamHandler[IO[str]]):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
 def configure(level: str, fmt: str = "logfmt", stream: IO[str] | None = None) -> None:
     """Send the root logger's records to ``stream`` (stderr) in ``fmt`` at ``level``.
 
@@ -113,11 +131,13 @@ def configure(level: str, fmt: str = "logfmt", stream: IO[str] | None = None) ->
     number = parse_level(level)
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r}: use logfmt or json")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.set_name(_HANDLER)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == _HANDLER:  # ours from an earlier call; others' handlers stay
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(number)
     # httpx logs every request URL at INFO: too chatty, and URLs may carry signed parameters.
