@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,11 +24,13 @@ from exporter.config import (
     inspect_file,
     parse_config,
 )
+from exporter.cost import estimate
 from exporter.credentials import CredentialHolder
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.landing import LandingLinks
-from exporter.refresh import Refresher
+from exporter.refresh import Refresher, Source
+from exporter.sharding import Shard, ordinal
 from exporter.sources import build_sources, check_collectors
 from exporter.telemetry import Telemetry
 from exporter.web import (
@@ -121,6 +124,7 @@ def run_parser() -> argparse.ArgumentParser:
         help="log line format: logfmt or json (IMAGESEC_LOG_FORMAT, default logfmt)",
     )
     parser.add_argument("--version", action=VersionAction, nargs=0, help="print version and exit")
+    add_shard_flags(parser)
     group = parser.add_argument_group("collectors (default: on, or as the config file says)")
     for name, definition in COLLECTORS.items():
         group.add_argument(
@@ -141,6 +145,50 @@ class VersionAction(argparse.Action):
 
         print(version_text())
         parser.exit(0)
+
+
+def add_shard_flags(parser: argparse.ArgumentParser) -> None:
+    """``--shard I --total-shards N`` and ``--shard.auto`` (kube-state-metrics' convention)."""
+    group = parser.add_argument_group(
+        "sharding: N replicas with the same config split the (account, region) units"
+    )
+    group.add_argument(
+        "--shard",
+        type=int,
+        default=_env("SHARD"),
+        metavar="I",
+        help="this replica's shard, 0..N-1 (IMAGESEC_SHARD, default 0)",
+    )
+    group.add_argument(
+        "--total-shards",
+        dest="total_shards",
+        type=int,
+        default=_env("TOTAL_SHARDS", "1"),
+        metavar="N",
+        help="number of replicas (IMAGESEC_TOTAL_SHARDS, default 1: no sharding)",
+    )
+    group.add_argument(
+        "--shard.auto",
+        dest="shard_auto",
+        action="store_true",
+        default=(_env("SHARD_AUTO") or "").lower() in ("1", "true"),
+        help="take the shard from the StatefulSet ordinal the pod name ends with "
+        "(POD_NAME, else the host name), e.g. imagesec-exporter-2 is shard 2 "
+        "(IMAGESEC_SHARD_AUTO)",
+    )
+
+
+def shard_from_args(
+    args: argparse.Namespace, env: dict[str, str] | None = None, hostname: str | None = None
+) -> Shard:
+    """This replica's shard; ValueError (one sentence) when the flags do not make one."""
+    env = dict(os.environ) if env is None else env
+    index = args.shard
+    if args.shard_auto:
+        if index is not None:
+            raise ValueError("give either --shard or --shard.auto, not both")
+        index = ordinal(env.get("POD_NAME") or hostname or socket.gethostname())
+    return Shard(index or 0, args.total_shards)
 
 
 def simulate_parser() -> argparse.ArgumentParser:
@@ -260,6 +308,7 @@ async def serve(
     args: argparse.Namespace,
     overrides: dict[str, bool],
     web_config: WebConfig,
+    shard: Shard | None = None,
 ) -> int:
     """Run the refresh loop and the web server until SIGINT/SIGTERM, or refresh once."""
     telemetry = Telemetry()
@@ -273,7 +322,10 @@ async def serve(
         for holder in credentials.values():
             if isinstance(holder, CredentialHolder):
                 holder.bind(credential_http, telemetry)
-        sources = build_sources(config, credentials, telemetry, http, overrides=overrides)
+        sources = build_sources(
+            config, credentials, telemetry, http, overrides=overrides, shard=shard
+        )
+        log_cost(config, sources, shard or Shard())
         refresher = Refresher(sources, telemetry=telemetry, timeout=config.refresh.timeout)
         store = ExpositionStore(refresher.snapshot, telemetry)
         if args.once:
@@ -324,6 +376,29 @@ async def serve(
     return 0
 
 
+def log_cost(config: Config, sources: Sequence[Source], shard: Shard) -> None:
+    """Log the shard and what its sources will cost in API calls (exporter/cost.py)."""
+    cost = estimate(sources, config.refresh.estimated_images)
+    log.info(
+        "api cost estimate",
+        extra={
+            "shard": shard.index,
+            "total_shards": shard.total,
+            "sources": len(sources),
+            "calls_per_day": cost.per_day,
+            "first_pass_calls": cost.first_pass,
+            "images": cost.images_per_source,
+            "images_assumed": cost.assumed,
+            "rescans_per_image_per_day": 1,
+        },
+    )
+    if cost.assumed:
+        log.info(
+            "api cost estimate assumes the fleet size",
+            extra={"images": cost.images_per_source, "setting": "refresh.estimated_images"},
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:
@@ -354,6 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in COLLECTORS
         if (value := getattr(args, f"collector_{name}")) is not None
     }
+    try:
+        shard = shard_from_args(args)
+    except ValueError as err:
+        print(f"config error: --shard: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    args.resolved_shard = shard
     try:
         if args.demo:
             with demo_clouds() as (aliyun_urls, tencent_url):
@@ -446,6 +527,15 @@ def _run(
     web_config: WebConfig | None = None,
 ) -> int:
     try:
-        return asyncio.run(serve(config, credentials, args, overrides, web_config or WebConfig()))
+        return asyncio.run(
+            serve(
+                config,
+                credentials,
+                args,
+                overrides,
+                web_config or WebConfig(),
+                args.resolved_shard,
+            )
+        )
     except KeyboardInterrupt:
         return 0

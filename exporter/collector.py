@@ -26,7 +26,15 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.metrics import CATALOGUE, IMAGE_LABELS, IMAGE_METRICS, SELF_METRICS, Kind
+from exporter.metrics import (
+    CATALOGUE,
+    IMAGE_LABELS,
+    IMAGE_METRICS,
+    LISTING_SOURCES,
+    SELF_METRICS,
+    SKIP_REASONS,
+    Kind,
+)
 from exporter.model import ImageKey, Snapshot, SourceState
 from exporter.telemetry import Telemetry
 
@@ -136,6 +144,19 @@ def render_images(snapshot: Snapshot) -> bytes:
     return b"".join(chunks)
 
 
+def _skipped(states: list[SourceState]) -> Metric:
+    """``imagesec_images_skipped``: every reason of every listing source, 0 when none."""
+    spec = CATALOGUE["imagesec_images_skipped"]
+    family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+    for state in states:
+        if state.key.source not in LISTING_SOURCES:
+            continue
+        skipped = dict(state.data.skipped) if state.data else {}
+        for reason in SKIP_REASONS:
+            family.add_metric((*state.key.labels(), reason), float(skipped.get(reason, 0)))
+    return family
+
+
 class HealthCollector(Collector):
     """Self-metrics: per-source health from the snapshot, counters from telemetry, build info."""
 
@@ -155,6 +176,9 @@ class HealthCollector(Collector):
             "imagesec_refresh_duration_seconds": lambda s: s.duration or 0.0,
             "imagesec_refresh_interval_seconds": lambda s: s.interval,
             "imagesec_source_images": lambda s: float(len(s.data.images)) if s.data else 0.0,
+            "imagesec_source_pass_completeness_ratio": lambda s: (
+                s.data.completeness if s.data else 0.0
+            ),
         }
         for name, value in gauges.items():
             spec = CATALOGUE[name]
@@ -162,6 +186,7 @@ class HealthCollector(Collector):
             for state in states:
                 family.add_metric(state.key.labels(), value(state))
             yield family
+        yield _skipped(states)
         for spec in SELF_METRICS:
             if spec.kind is not Kind.COUNTER:
                 continue

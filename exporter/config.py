@@ -244,6 +244,31 @@ class Credentials(StrictModel):
         return sorted({n[:-5] if n.endswith("_file") and n[:-5] in fields else n for n in names})
 
 
+def _regexes(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"not a regular expression: {pattern!r} ({err})") from None
+    return patterns
+
+
+Regexes = Annotated[list[str], AfterValidator(_regexes)]
+
+DEFAULT_MAX_IMAGES = 50_000
+
+
+class ImageFilters(StrictModel):
+    """Which listed images an account exports (exporter/filters.py, README "Filters")."""
+
+    repo_include: Regexes = []
+    repo_exclude: Regexes = []
+    tag_include: Regexes = []
+    tag_exclude: Regexes = []
+    newest_tags: int | None = Field(default=None, ge=1)
+    max_images: int = Field(default=DEFAULT_MAX_IMAGES, ge=1, le=1_000_000)
+
+
 class Account(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     provider: Literal["aliyun", "tencent"]
@@ -258,6 +283,7 @@ class Account(StrictModel):
     metadata_endpoint: str | None = Field(default=None, pattern=r"^(https?://)?[^\s/]+(:\d+)?/?$")
     collectors: dict[str, CollectorSettings] = {}
     rate_limit: float | None = Field(default=None, gt=0, description="requests/s per action")
+    images: ImageFilters = ImageFilters()
 
     @field_validator("regions")
     @classmethod
@@ -388,6 +414,9 @@ class RefreshSettings(StrictModel):
     timeout: Timeout = 600.0
     concurrency: int = Field(default=8, ge=1, le=64)
     max_attempts: int = Field(default=4, ge=1, le=10)
+    progress_interval: Duration = 10.0  # a per-image pass publishes what it has this often
+    stage_floor: Duration = 300.0  # a TCSS detail is re-fetched on a stage change after this
+    estimated_images: int | None = Field(default=None, ge=0)  # per source, for the cost log
 
 
 class Config(StrictModel):

@@ -81,6 +81,10 @@ MALWARE_STATUSES = ("unhandled", "handled", "verifying", "whitelisted", "unknown
 SCANS = ("overall", "vulnerability", "malware", "risk")
 SCAN_STATUSES = ("not_scanned", "pending", "scanning", "succeeded", "failed", "timeout", "unknown")
 IN_USE_FINDINGS = ("baseline", "new_suspicious", "vulnerability")
+# Why an inventory left an image out (config filters and bounds, exporter/filters.py).
+SKIP_REASONS = ("repo_filter", "tag_filter", "newest_tags", "max_images")
+LISTING_SOURCES = ("sas_images", "sas_image_risk", "tcss_images")
+"""The collectors that list images themselves (the account's image filters apply to them)."""
 REGISTRATION_STATUSES = ("in_sas", "not_in_sas", "unknown")
 
 
@@ -211,6 +215,21 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         Kind.GAUGE,
         "Images in the source's last good data",
         SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_source_pass_completeness_ratio",
+        Kind.GAUGE,
+        "Share of the source's images its current or last pass has looked up, 0 to 1: below 1 "
+        "while a first pass is under way, or after a pass the timeout stopped (the next "
+        "attempt resumes it); 1 once a pass completed (0 before any data)",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_images_skipped",
+        Kind.GAUGE,
+        "Images the inventory listed but the exporter left out in its last pass, by reason "
+        "(repo_filter, tag_filter, newest_tags, max_images)",
+        (*SOURCE_LABELS, "reason"),
     ),
     MetricSpec(
         "imagesec_refresh_failures",

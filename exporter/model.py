@@ -80,14 +80,18 @@ class ImageRef:
     """What dependent collectors need to know about an image the inventory listed.
 
     ``native_id`` is the vendor's key for per-image calls (Sas ``Uuid``, TCSS ``ImageID``);
-    ``scan_marker`` changes whenever the vendor's scan result for the image changes, and keys
-    the per-image caches.
+    ``scan_marker`` changes when the vendor's result for the image can have changed (a finished
+    scan's time, its counts), not on every stage of a running scan, and keys the per-image
+    caches. ``stage`` is the scan's current stage as the inventory shows it (Sas ``ScaStatus``,
+    TCSS ``ScanStatus``): caches of results that follow a running scan (TCSS details) look
+    again when it moves, at most once per floor interval.
     """
 
     key: ImageKey
     native_id: str
     scan_marker: str
     vulnerabilities: int | None = None
+    stage: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +145,26 @@ class SourceData:
     fleet costs a few bytes per series rather than an object per series. Two SourceData are
     equal when they would render the same series: the exposition compares a refresh's data
     with the previous one and renders nothing when they are equal.
+
+    ``completeness`` is the share of the pass's images it covers (below 1 while a per-image
+    pass is still under way: published progress, or a pass that resumes in the next attempt).
+    ``skipped`` counts the images a listing left out, by reason (config filters and bounds:
+    ``imagesec_images_skipped``). Both are health, not series: equality ignores them.
     """
 
-    __slots__ = ("__weakref__", "families", "images", "keys")
+    __slots__ = ("__weakref__", "completeness", "families", "images", "keys", "skipped")
 
-    def __init__(self, samples: Iterable[Sample] = (), images: Iterable[ImageRef] = ()) -> None:
+    def __init__(
+        self,
+        samples: Iterable[Sample] = (),
+        images: Iterable[ImageRef] = (),
+        *,
+        completeness: float = 1.0,
+        skipped: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.images: tuple[ImageRef, ...] = tuple(images)
+        self.completeness = completeness
+        self.skipped = skipped
         index: dict[ImageKey, int] = {}
         builders: dict[str, _FamilyBuilder] = {}
         for sample in samples:
@@ -171,6 +189,13 @@ class SourceData:
             for name, family in self.families.items()
             for i, e, v in zip(family.image, family.extra, family.values, strict=True)
         )
+
+    def with_completeness(self, completeness: float) -> SourceData:
+        """The same data (shared, not copied) with another ``completeness``."""
+        copy = object.__new__(SourceData)
+        copy.images, copy.keys, copy.families = self.images, self.keys, self.families
+        copy.skipped, copy.completeness = self.skipped, completeness
+        return copy
 
     @property
     def series(self) -> int:

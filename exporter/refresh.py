@@ -3,16 +3,23 @@
 A source that fails keeps its last good data (served with its age) and is marked down; the
 others carry on. Nothing a source raises escapes: unexpected exceptions are logged and counted
 as ``internal`` so that a bug in one collector cannot stop the loop.
+
+A per-image source (``ReportsProgress``) publishes what its pass has so far while it has no
+complete data yet, so a long first pass shows images as they arrive. A pass that reaches the
+timeout after it made progress is incomplete, not failed: its source stays up, its data says
+how complete it is (``imagesec_source_pass_completeness_ratio``), and the next attempt starts
+at once and resumes from the per-image cache.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from exporter.errors import SourceError
 from exporter.model import Snapshot, SourceData, SourceKey, SourceState
@@ -35,6 +42,17 @@ class Source(Protocol):
         per-image collector fans out over).
         """
         ...
+
+
+Partial = Callable[[], SourceData]
+"""Builds the partial data of a pass under way (``completeness`` < 1), only if it is used."""
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """A source whose passes report partial data as they go."""
+
+    on_progress: Callable[[Partial], None] | None
 
 
 class Refresher:
@@ -64,7 +82,21 @@ class Refresher:
         self.on_snapshot = on_snapshot
         self._states = {s.key: SourceState(key=s.key, interval=s.interval) for s in sources}
         self._attempted = {s.key: asyncio.Event() for s in sources}
+        self._partial: dict[SourceKey, Partial] = {}
         self.snapshot = Snapshot(dict(self._states))
+        for source in sources:
+            if isinstance(source, ReportsProgress):
+                source.on_progress = functools.partial(self._progress, source.key)
+
+    def _progress(self, key: SourceKey, partial: Partial) -> None:
+        """Partial data of a pass under way: published while no complete data exists."""
+        self._partial[key] = partial
+        previous = self._states[key]
+        if previous.data is not None and previous.data.completeness >= 1.0:
+            return  # the last complete pass is served until this one completes (not built)
+        # Not "down" for being incomplete: only an error of an earlier attempt says so.
+        up = previous.up or not previous.attempted
+        self._publish(replace(previous, data=partial(), up=up))
 
     def _publish(self, state: SourceState) -> None:
         self._states[state.key] = state
@@ -78,6 +110,7 @@ class Refresher:
         upstream: SourceData | None = None
         started = self._monotonic()
         code = request_id = ""
+        self._partial.pop(source.key, None)
         try:
             if source.depends_on is not None:
                 upstream = self._states[source.depends_on].data
@@ -93,6 +126,9 @@ class Refresher:
             code, message = err.code or type(err).__name__, str(err)
             request_id = err.request_id
         except TimeoutError:
+            partial = self._partial.pop(source.key, None)
+            if partial is not None:
+                return self._incomplete(source, previous, partial(), started)
             code, message = "timeout", f"refresh took longer than {self._timeout:g}s"
         except Exception as err:  # a bug must not stop the loop or the other sources
             log.exception("refresh crashed", extra=source.key.log_fields())
@@ -142,6 +178,46 @@ class Refresher:
         self._attempted[source.key].set()
         return state
 
+    def _incomplete(
+        self, source: Source, previous: SourceState, partial: SourceData, started: float
+    ) -> SourceState:
+        """A pass stopped by the timeout after it made progress: up, and resumed next time.
+
+        The last complete data, if any, is still served (with the new pass's completeness);
+        otherwise what the pass got.
+        """
+        duration = self._monotonic() - started
+        provider, account, region, name = source.key.labels()
+        log.info(
+            "refresh incomplete",
+            extra={
+                "provider": provider,
+                "account": account,
+                "region": region,
+                "source": name,
+                "images": len(partial.images),
+                "completeness": round(partial.completeness, 4),
+                "duration": round(duration, 3),
+            },
+        )
+        data = partial
+        if previous.data is not None and previous.data.completeness >= 1.0:
+            data = previous.data.with_completeness(partial.completeness)
+        now = self._clock()
+        state = replace(
+            previous,
+            data=data,
+            up=True,
+            attempted=True,
+            last_attempt=now,
+            last_success=now,
+            duration=duration,
+            last_error=None,
+        )
+        self._publish(state)
+        self._attempted[source.key].set()
+        return state
+
     async def run_once(self) -> Snapshot:
         """Refresh every source once, upstream sources before the ones that build on them."""
         pending = list(self.sources)
@@ -161,7 +237,9 @@ class Refresher:
             await self._attempted[source.depends_on].wait()
         while True:
             started = self._monotonic()
-            await self.refresh(source)
+            state = await self.refresh(source)
+            if state.up and state.data is not None and state.data.completeness < 1.0:
+                continue  # an incomplete pass resumes at once (its lookups are cached)
             await asyncio.sleep(max(0.0, source.interval - (self._monotonic() - started)))
 
     async def run(self) -> None:

@@ -30,8 +30,10 @@ from exporter.config import COLLECTORS, Account, AccountId, Config, ResolvedCred
 from exporter.credentials import CredentialHolder
 from exporter.credentials.static import StaticProvider, Value
 from exporter.errors import ConfigError, ConfigProblem
+from exporter.filters import ImageFilter
 from exporter.model import SourceKey
 from exporter.refresh import Source
+from exporter.sharding import Shard
 from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ class Context:
 
     def retry(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.config.refresh.max_attempts)
+
+    def filters(self) -> ImageFilter:
+        """The account's image filters (``accounts[].images``)."""
+        return ImageFilter(**self.account.images.model_dump())
 
 
 def _utc(seconds: float) -> datetime.datetime:
@@ -144,23 +150,28 @@ def per_image(cls: type[SasBaselineSource] | type[SasVulnerabilitiesSource]) -> 
         ctx.telemetry,
         depends_on=ctx.depends(name),
         concurrency=ctx.config.refresh.concurrency,
+        publish_every=ctx.config.refresh.progress_interval,
     )
 
 
 FACTORIES: dict[str, Factory] = {
     "sas_images": lambda ctx, name, interval: SasImagesSource(
-        ctx.key(name), interval, sas_client(ctx)
+        ctx.key(name), interval, sas_client(ctx), ctx.filters()
     ),
     "sas_baseline": per_image(SasBaselineSource),
     "sas_vulnerabilities": per_image(SasVulnerabilitiesSource),
     "sas_malicious": lambda ctx, name, interval: SasMaliciousSource(
-        ctx.key(name), interval, sas_client(ctx), depends_on=ctx.depends(name)
+        ctx.key(name),
+        interval,
+        sas_client(ctx),
+        depends_on=ctx.depends(name),
+        filters=ctx.filters(),
     ),
     "sas_image_risk": lambda ctx, name, interval: SasImageRiskSource(
-        ctx.key(name), interval, sas_client(ctx)
+        ctx.key(name), interval, sas_client(ctx), ctx.filters()
     ),
     "tcss_images": lambda ctx, name, interval: TcssImagesSource(
-        ctx.key(name), interval, tcss_client(ctx)
+        ctx.key(name), interval, tcss_client(ctx), ctx.filters()
     ),
     "tcss_image_detail": lambda ctx, name, interval: TcssImageDetailSource(
         ctx.key(name),
@@ -169,6 +180,8 @@ FACTORIES: dict[str, Factory] = {
         depends_on=ctx.depends(name),
         telemetry=ctx.telemetry,
         concurrency=ctx.config.refresh.concurrency,
+        stage_floor=ctx.config.refresh.stage_floor,
+        publish_every=ctx.config.refresh.progress_interval,
     ),
 }
 
@@ -228,11 +241,13 @@ def build_sources(
     *,
     overrides: Mapping[str, bool] | None = None,
     clock: Callable[[], float] = utc_now_seconds,
+    shard: Shard | None = None,
 ) -> list[Source]:
     """One source per enabled collector, account and region (``check_collectors`` first).
 
     ``credentials`` holds one holder per account, shared by all its sources (resolved static
-    credentials are wrapped in one). ``clock`` (Unix seconds) dates the signatures.
+    credentials are wrapped in one). ``clock`` (Unix seconds) dates the signatures. With
+    ``shard``, only the (account, region) units this replica owns (exporter/sharding.py).
     """
     problems = check_collectors(config, overrides)
     if problems:
@@ -245,6 +260,8 @@ def build_sources(
         given = credentials[ident]
         holder = given if isinstance(given, CredentialHolder) else static_holder(ident, given, http)
         for region in account.regions:
+            if shard is not None and not shard.owns(account.provider, account.name, region):
+                continue
             ctx = Context(
                 config,
                 account,

@@ -436,6 +436,22 @@ def exporter_health() -> list[PanelBuilder]:
             f"imagesec_up{{{SOURCE}}}",
             "{{provider}}/{{account}}/{{region}} {{source}}",
         ),
+        timeseries_panel(
+            "Pass completeness by source",
+            "Share of the images a source's current or last pass has looked up: below 1 "
+            "while a long first pass publishes its progress, or after a pass the timeout "
+            "stopped (the next attempt resumes it).",
+            f"imagesec_source_pass_completeness_ratio{{{SOURCE}}}",
+            "{{provider}}/{{account}}/{{region}} {{source}}",
+            unit="percentunit",
+        ),
+        timeseries_panel(
+            "Images skipped by reason",
+            "Images the listings left out: the account's repo and tag filters, newest_tags "
+            "per repository, and the max_images bound (truncation).",
+            f"sum by (provider, account, region, reason) (imagesec_images_skipped{{{SOURCE}}})",
+            "{{provider}}/{{account}}/{{region}} {{reason}}",
+        ),
     ]
 
 

@@ -660,11 +660,31 @@ async def test_detail_fan_out_rejects_a_zero_concurrency() -> None:
 # -- vulnerabilities --------------------------------------------------------------------------
 
 
-def vul_answer(per_image: dict[str, dict[str, int]]) -> Answer:
+def vul_answer(per_image: dict[str, dict[str, int]], broken: set[str] | None = None) -> Answer:
+    """DescribeImageVulList as Sas pages it: records per Necessity, filtered and sliced.
+
+    Records of images in ``broken`` come back without a Necessity of the documented type.
+    """
+
     def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
-        total = per_image[params["Uuids"]][params["Necessity"]]
-        records = [{"Name": "x", "Necessity": params["Necessity"]}] if total else []
-        body = {"CurrentPage": 1, "PageSize": 1, "TotalCount": total, "VulRecords": records}
+        uuid = params["Uuids"]
+        records: list[dict[str, Any]] = [
+            {"Name": f"{uuid}-{n}-{i}", "Necessity": n}
+            for n, count in per_image[uuid].items()
+            for i in range(count)
+            if params.get("Necessity") in (None, n)
+        ]
+        if broken and uuid in broken:
+            records[0]["Necessity"] = ["not", "a", "string"]
+        page, size = int(params.get("CurrentPage", 1)), int(params.get("PageSize", 10))
+        assert 1 <= size <= 100
+        rows = records[(page - 1) * size : page * size]
+        body = {
+            "CurrentPage": page,
+            "PageSize": size,
+            "TotalCount": len(records),
+            "VulRecords": rows,
+        }
         return ok(body)
 
     return answer
@@ -678,7 +698,7 @@ async def test_vulnerabilities_by_fix_priority(clock: FakeClock) -> None:
     handler = Sas(**{VULS: vul_answer(counts)})
     telemetry = Telemetry()
     source = vul_source(make_client(handler, telemetry, clock), telemetry)
-    data = await source.refresh(inventory(image(1), image(2)))
+    data = await source.refresh(inventory(image(1, vulnerabilities=43), image(2)))
     registry = registry_of(snapshot_of((source, data)))
     metric = "imagesec_image_vulnerabilities_by_severity"
     for i, (high, medium, low) in ((1, (4, 9, 30)), (2, (0, 0, 0))):
@@ -687,13 +707,80 @@ async def test_vulnerabilities_by_fix_priority(clock: FakeClock) -> None:
         assert registry.get_sample_value(metric, labels_of(key, severity="medium")) == medium
         assert registry.get_sample_value(metric, labels_of(key, severity="low")) == low
         assert registry.get_sample_value(metric, labels_of(key, severity="critical")) is None
-    # Three calls per image, each reading only TotalCount.
+    # One call per image: a page of up to 100 records, counted by their Necessity.
     params = handler.params(VULS)
-    assert len(params) == 6
+    assert len(params) == 2
     assert {p["Type"] for p in params} == {"cve"}
-    assert {p["PageSize"] for p in params} == {"1"}
+    assert {p["PageSize"] for p in params} == {"100"}
     assert {p["StatusList"] for p in params} == {"1,4"}
-    assert sorted(p["Necessity"] for p in params if p["Uuids"] == "uuid-1") == [
+    assert all("Necessity" not in p for p in params)
+
+
+@pytest.mark.parametrize(
+    ("asap", "later", "nntf", "calls", "filtered"),
+    [
+        (10, 20, 70, 1, 0),  # exactly one page
+        (30, 70, 150, 3, 0),  # three pages of records: as cheap as the filtered counts
+        (100, 150, 200, 3, 3),  # more: three filtered counts, no record page at all
+    ],
+)
+async def test_vulnerability_counts_take_the_cheaper_way(
+    clock: FakeClock, asap: int, later: int, nntf: int, calls: int, filtered: int
+) -> None:
+    counts = {"uuid-1": {"asap": asap, "later": later, "nntf": nntf}}
+    handler = Sas(**{VULS: vul_answer(counts)})
+    telemetry = Telemetry()
+    source = vul_source(make_client(handler, telemetry, clock), telemetry)
+    data = await source.refresh(inventory(image(1, vulnerabilities=asap + later + nntf)))
+    values = {s.extra[0]: s.value for s in data.samples}
+    assert values == {"high": asap, "medium": later, "low": nntf}
+    params = handler.params(VULS)
+    assert len(params) == calls
+    assert sum("Necessity" in p for p in params) == filtered
+
+
+async def test_vulnerability_records_that_do_not_add_up_fall_back_to_filtered_counts(
+    clock: FakeClock,
+) -> None:
+    counts = {"uuid-1": {"asap": 2, "later": 3, "nntf": 4}}
+    handler = Sas(**{VULS: vul_answer(counts, broken={"uuid-1"})})
+    telemetry = Telemetry()
+    source = vul_source(make_client(handler, telemetry, clock), telemetry)
+    # The inventory under-states the total (records are read first), one record is invalid.
+    data = await source.refresh(inventory(image(1, vulnerabilities=5)))
+    values = {s.extra[0]: s.value for s in data.samples}
+    assert values == {"high": 2, "medium": 3, "low": 4}  # TotalCount of each filter
+    params = handler.params(VULS)
+    assert [p.get("Necessity") for p in params] == [None, "asap", "later", "nntf"]
+    invalid = telemetry.values("imagesec_invalid_rows")
+    assert sum(invalid.values()) == 1
+
+
+async def test_a_refused_record_page_size_falls_back_to_filtered_counts_for_good(
+    clock: FakeClock,
+) -> None:
+    counts = {f"uuid-{i}": {"asap": i, "later": 2, "nntf": 3} for i in (1, 2)}
+    paged = vul_answer(counts)
+
+    def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
+        if params["PageSize"] != "1":  # a Sas that takes no page of 100
+            body = {"RequestId": "r", "Code": "InvalidParameter", "Message": "PageSize"}
+            return httpx.Response(400, json=body)
+        return paged(params, request)
+
+    handler = Sas(**{VULS: answer})
+    telemetry = Telemetry()
+    source = vul_source(make_client(handler, telemetry, clock), telemetry, concurrency=1)
+    data = await source.refresh(inventory(image(1), image(2)))
+    values = {(s.image.image_id, s.extra[0]): s.value for s in data.samples}
+    assert values[("uuid-1", "high")] == 1 and values[("uuid-2", "high")] == 2
+    assert values[("uuid-2", "low")] == 3
+    # One refused page, then only the filtered counts: 1 + 3 + 3 calls.
+    assert [p.get("Necessity") for p in handler.params(VULS)] == [
+        None,
+        "asap",
+        "later",
+        "nntf",
         "asap",
         "later",
         "nntf",
@@ -709,14 +796,14 @@ async def test_vulnerabilities_are_looked_up_again_when_the_total_changes(
     source = vul_source(make_client(handler, telemetry, clock), telemetry)
     refs = [image(i, vulnerabilities=6) for i in range(5)]
     await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, VULS) == 15
+    assert api_requests(telemetry, VULS) == 5
     await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, VULS) == 15
+    assert api_requests(telemetry, VULS) == 5
     counts["uuid-0"]["nntf"] = 4
     refs[0] = image(0, vulnerabilities=7)  # same scan marker, new total
     refs[1] = image(1, marker="m1", vulnerabilities=6)  # new scan, same total
     data = await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, VULS) == 21
+    assert api_requests(telemetry, VULS) == 7
     low = {s.image.image_id: s.value for s in data.samples if s.extra == ("low",)}
     assert low["uuid-0"] == 4
 

@@ -80,17 +80,6 @@ def refs(snapshot: Snapshot) -> dict[str, ImageRef]:
     return {ref.native_id: ref for ref in data.images}
 
 
-def scanning(snapshot: Snapshot) -> set[str]:
-    """Images the list reports as being scanned (their detail is not cached)."""
-    data = snapshot.sources[IMAGES].data
-    assert data is not None
-    return {
-        s.image.image_id
-        for s in data.samples
-        if s.metric == "imagesec_image_scan_status" and s.extra == ("scanning",) and s.value
-    }
-
-
 def changed(before: dict[str, ImageRef], after: dict[str, ImageRef]) -> set[str]:
     return {
         i for i, ref in after.items() if i not in before or before[i].scan_marker != ref.scan_marker
@@ -123,18 +112,20 @@ async def test_rescan_costs_one_detail_call_per_changed_image(
     first = await refresher.run_once()
     calls = detail_calls(telemetry)
 
+    # Within the stage floor (the clock only moves by the client's pacing), an image costs a
+    # call only when its finished scan or counts changed: running scans are not re-fetched.
     second = await refresher.run_once()
-    expected = scanning(first) | changed(refs(first), refs(second))
+    expected = changed(refs(first), refs(second))
     assert detail_calls(telemetry) - calls == len(expected)
-    assert len(expected) < PER_REGION // 3  # steady state: a small fraction of the fleet
+    assert len(expected) < PER_REGION // 10  # steady state: a small fraction of the fleet
     calls = detail_calls(telemetry)
 
     rescanned = set(sim.fleet.rescan("tencent", 5, site=REGION))
     third = await refresher.run_once()
     assert rescanned <= changed(refs(second), refs(third))
-    expected = scanning(second) | changed(refs(second), refs(third))
+    expected = changed(refs(second), refs(third))
     assert detail_calls(telemetry) - calls == len(expected)
-    assert 5 <= len(expected) < 5 + PER_REGION // 3
+    assert 5 <= len(expected) < 5 + PER_REGION // 10
     assert third.sources[DETAILS].up
 
 

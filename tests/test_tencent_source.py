@@ -313,7 +313,9 @@ async def test_unchanged_fleet_costs_no_detail_calls_and_changes_cost_one_each(
     rows = [image(i) for i in range(12)]
     handler = Tcss(rows)
     telemetry = Telemetry()
-    refresher = Refresher(list(make_sources(handler, telemetry, clock)), telemetry=telemetry)
+    timer = Timer()
+    sources = make_sources(handler, telemetry, clock, timer=timer)
+    refresher = Refresher(list(sources), telemetry=telemetry)
 
     await refresher.run_once()
     assert detail_calls(telemetry) == 12
@@ -323,6 +325,7 @@ async def test_unchanged_fleet_costs_no_detail_calls_and_changes_cost_one_each(
     assert detail_calls(telemetry) == 12  # nothing changed: no detail call at all
     assert (cache(telemetry, "hit"), cache(telemetry, "miss")) == (12, 12)
 
+    timer.now = 300.0  # the stage floor has passed since the details were fetched
     rows[3]["ScanTime"] = "2024-10-26 09:00:00"
     rows[7]["VulCnt"] = 99
     rows[9]["ScanStatus"] = "scanErr"
@@ -334,18 +337,55 @@ async def test_unchanged_fleet_costs_no_detail_calls_and_changes_cost_one_each(
     assert len(snapshot.sources[DETAILS].data.images) == 12  # type: ignore[union-attr]
 
 
-async def test_detail_of_a_running_scan_is_not_cached(clock: FakeClock) -> None:
-    rows = [image(1, ScanStatus="scanning", ScanVulProgress=40), image(2)]
+async def test_a_running_scan_is_looked_up_once_per_stage_change_after_the_floor(
+    clock: FakeClock,
+) -> None:
+    rows = [image(1), image(2)]
     handler = Tcss(rows)
     telemetry = Telemetry()
-    refresher = Refresher(list(make_sources(handler, telemetry, clock)), telemetry=telemetry)
+    timer = Timer()
+    refresher = Refresher(
+        list(make_sources(handler, telemetry, clock, timer=timer)), telemetry=telemetry
+    )
+    first = rows[0]["ImageID"]
+    await refresher.run_once()  # t=0: both fetched
+    calls = [detail_calls(telemetry)]
+
+    # A scan starts at t=100: a stage change, but within the floor of the last fetch.
+    timer.now = 100.0
+    rows[0]["ScanStatus"] = "scanning"
+    handler.detail_override[first] = {"ScanVulProgress": 40}
     await refresher.run_once()
-    handler.detail_override[rows[0]["ImageID"]] = {"ScanVulProgress": 80}
+    calls.append(detail_calls(telemetry))
+
+    # t=300: the floor has passed, the stage still differs from the cached one: one call.
+    timer.now = 300.0
     snapshot = await refresher.run_once()
-    assert handler.detail_ids() == [rows[0]["ImageID"], rows[1]["ImageID"], rows[0]["ImageID"]]
-    registry = registry_of(snapshot)
+    calls.append(detail_calls(telemetry))
     progress = labels_of(rows[0], scan="vulnerability")
-    assert registry.get_sample_value("imagesec_image_scan_progress_ratio", progress) == 0.8
+    assert (
+        registry_of(snapshot).get_sample_value("imagesec_image_scan_progress_ratio", progress)
+        == 0.4
+    )
+
+    # t=900: still scanning (same stage): no call, whatever the progress does meanwhile.
+    timer.now = 900.0
+    handler.detail_override[first] = {"ScanVulProgress": 80}
+    await refresher.run_once()
+    calls.append(detail_calls(telemetry))
+
+    # t=950: the scan finishes (new ScanTime and counts): looked up at once, floor or not.
+    timer.now = 950.0
+    rows[0].update(ScanStatus="scanned", ScanTime="2024-10-26 09:00:00", VulCnt=3)
+    handler.detail_override.pop(first)
+    snapshot = await refresher.run_once()
+    calls.append(detail_calls(telemetry))
+    assert calls == [2, 2, 3, 3, 4]
+    assert handler.detail_ids()[2:] == [first, first]
+    assert (
+        registry_of(snapshot).get_sample_value("imagesec_image_scan_progress_ratio", progress)
+        == 1.0
+    )
 
 
 async def test_cached_details_expire_after_the_ttl(clock: FakeClock) -> None:

@@ -16,6 +16,12 @@ from exporter.telemetry import Telemetry
 
 V = TypeVar("V")
 
+Progress = Callable[[list[tuple[ImageRef, V]], float], None]
+"""Called with the images looked up so far (in inventory order) and the share of the pass done."""
+
+DEFAULT_PUBLISH_EVERY = 10.0
+"""Seconds between two progress reports of one pass (a bounded cadence)."""
+
 CACHE_METRIC = "imagesec_detail_cache_requests"
 DEFAULT_TTL = 86_400.0
 """Even an unchanged image is looked up again after a day: a safety net, should the vendor
@@ -55,25 +61,48 @@ class DetailFanOut(Generic[V]):
         ttl: float = DEFAULT_TTL,
         timer: Callable[[], float] = time.monotonic,
         cacheable: Callable[[V], bool] | None = None,
+        stage_floor: float | None = None,
+        publish_every: float = DEFAULT_PUBLISH_EVERY,
     ) -> None:
-        """Create a fan-out; ``cacheable`` says which details to keep (default: all of them)."""
+        """Create a fan-out; ``cacheable`` says which details to keep (default: all of them).
+
+        With ``stage_floor``, an entry also remembers the image's ``stage`` when it was
+        fetched, and is looked up again when the inventory shows another stage, but not
+        sooner than ``stage_floor`` seconds after it was fetched (TCSS details of a running
+        scan). Without it, stages are ignored: the key alone decides.
+        """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._telemetry = telemetry
         self._labels = source.labels()
         self._concurrency = concurrency
         self._cacheable = cacheable
+        self._stage_floor = stage_floor
+        self._publish_every = publish_every
+        self._timer = timer
         # Sized by pruning to the inventory, not by eviction: an LRU bound smaller than the
         # fleet would refetch images on every pass.
         self.cache: TTLCache[Hashable, V] = TTLCache(maxsize=math.inf, ttl=ttl, timer=timer)
+        # key -> (stage, fetched at), for entries of the cache when stages are tracked.
+        self._fetched: dict[Hashable, tuple[str, float]] = {}
         for result in ("hit", "miss"):
             telemetry.declare(CACHE_METRIC, (*self._labels, result))
+
+    def _cached(self, k: Hashable, ref: ImageRef) -> V:
+        """The cached value of ``k``; KeyError if never fetched, expired, or its stage moved."""
+        value = self.cache[k]
+        if self._stage_floor is not None:
+            stage, at = self._fetched.get(k, (ref.stage, 0.0))
+            if stage != ref.stage and self._timer() - at >= self._stage_floor:
+                raise KeyError(k)
+        return value
 
     async def run(
         self,
         images: Sequence[ImageRef],
         key: Callable[[ImageRef], Hashable],
         fetch: Callable[[ImageRef], Awaitable[V]],
+        progress: Progress[V] | None = None,
     ) -> list[tuple[ImageRef, V]]:
         """Every image with its detail, in ``images`` order.
 
@@ -81,22 +110,35 @@ class DetailFanOut(Generic[V]):
         bucket spaces them out). The first failure cancels the rest and is raised as is;
         the lookups that completed stay cached, so the next attempt resumes where this one
         stopped.
+
+        ``progress``, if given, gets what the pass has so far at most every ``publish_every``
+        seconds while lookups complete, and once more if the pass is cancelled (a timeout),
+        so a long first pass shows its images as they arrive.
         """
         wanted = {key(ref): ref for ref in images}
         results: dict[Hashable, V] = {}
         missing: list[tuple[Hashable, ImageRef]] = []
         for k, ref in wanted.items():
             try:
-                results[k] = self.cache[k]
-            except KeyError:  # never fetched, or expired
+                results[k] = self._cached(k, ref)
+            except KeyError:  # never fetched, expired, or a running scan moved on
                 missing.append((k, ref))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "hit"), len(results))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "miss"), len(missing))
         gate = asyncio.Semaphore(self._concurrency)
         failed = False
+        last_report = self._timer()
+        fetched = 0
+
+        def report() -> None:
+            nonlocal last_report
+            last_report = self._timer()
+            assert progress is not None
+            found = [(ref, results[k]) for k, ref in wanted.items() if k in results]
+            progress(found, len(results) / len(wanted) if wanted else 1.0)
 
         async def one(k: Hashable, ref: ImageRef) -> None:
-            nonlocal failed
+            nonlocal failed, fetched
             async with gate:
                 if failed:  # a waiter woken by the failing lookup, before the group cancels it
                     return
@@ -107,12 +149,21 @@ class DetailFanOut(Generic[V]):
                     raise
             if self._cacheable is None or self._cacheable(value):
                 self.cache[k] = value
+                if self._stage_floor is not None:
+                    self._fetched[k] = (ref.stage, self._timer())
             results[k] = value
+            fetched += 1
+            if progress is not None and self._timer() - last_report >= self._publish_every:
+                report()
 
         try:
             async with asyncio.TaskGroup() as group:
                 for k, ref in missing:
                     group.create_task(one(k, ref))
+        except asyncio.CancelledError:
+            if progress is not None and fetched:
+                report()  # what this attempt got, before the timeout stopped it
+            raise
         except BaseExceptionGroup as group_error:
             err = first_source_error(group_error)
             if err is not None:
@@ -121,4 +172,6 @@ class DetailFanOut(Generic[V]):
         self.cache.expire()
         for stale in [k for k in self.cache if k not in wanted]:
             del self.cache[stale]
+        for stale in [k for k in self._fetched if k not in self.cache]:
+            del self._fetched[stale]
         return [(ref, results[key(ref)]) for ref in images]

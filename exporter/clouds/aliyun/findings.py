@@ -8,20 +8,22 @@ with the repository namespace, name, tag and region the rows name, exactly as
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Hashable
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from exporter.clouds.aliyun.api import (
     SasClient,
-    count_image_vulnerabilities,
+    VulnerabilityCounter,
     describe_affected_malicious_file_images,
     describe_image_baseline_check_result,
     list_image_risk,
 )
 from exporter.clouds.aliyun.schemas import AffectedMaliciousFile, MalwareLevel, parse_statistics
 from exporter.clouds.aliyun.source import sas_key
-from exporter.clouds.fanout import DEFAULT_TTL, DetailFanOut
+from exporter.clouds.fanout import DEFAULT_PUBLISH_EVERY, DEFAULT_TTL, DetailFanOut
+from exporter.filters import NO_FILTER, ImageFilter, Listed
 from exporter.metrics import BASELINE_SEVERITIES, REGISTRATION_STATUSES
 from exporter.model import ImageRef, Sample, SourceData, SourceKey, optional, stateset
 from exporter.normalise import (
@@ -31,6 +33,9 @@ from exporter.normalise import (
     SAS_REGISTRATION,
 )
 from exporter.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from exporter.refresh import Partial
 
 # The Sas part of the malware vocabularies (the catalogue's "unknown" is TCSS's, not ours).
 SAS_MALWARE_LEVELS: tuple[str, ...] = get_args(MalwareLevel)
@@ -61,30 +66,48 @@ class _PerImageSource:
         concurrency: int,
         ttl: float = DEFAULT_TTL,
         timer: Callable[[], float] = time.monotonic,
+        publish_every: float = DEFAULT_PUBLISH_EVERY,
     ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
+        self.on_progress: Callable[[Partial], None] | None = None
         self.details: DetailFanOut[Counts] = DetailFanOut(
-            key, telemetry, concurrency=concurrency, ttl=ttl, timer=timer
+            key,
+            telemetry,
+            concurrency=concurrency,
+            ttl=ttl,
+            timer=timer,
+            publish_every=publish_every,
         )
         client.declare(self.action)
 
     def cache_key(self, ref: ImageRef) -> Hashable:
+        """The image's id and scan marker (finished scan time and counts, not the stage)."""
         return (ref.native_id, ref.scan_marker)
 
     async def lookup(self, ref: ImageRef) -> Counts:
         raise NotImplementedError
 
-    async def refresh(self, upstream: SourceData | None) -> SourceData:
-        found = await self.details.run(_images(upstream), self.cache_key, self.lookup)
+    @staticmethod
+    def _data(metric: str, found: list[tuple[ImageRef, Counts]]) -> SourceData:
         samples = [
-            Sample(self.metric, ref.key, float(value), (label,))
+            Sample(metric, ref.key, float(value), (label,))
             for ref, counts in found
             for label, value in counts
         ]
         return SourceData(samples=tuple(samples), images=tuple(ref for ref, _ in found))
+
+    def _progress(self, found: list[tuple[ImageRef, Counts]], done: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress(lambda: self._data(self.metric, found).with_completeness(done))
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        found = await self.details.run(
+            _images(upstream), self.cache_key, self.lookup, self._progress
+        )
+        return self._data(self.metric, found)
 
 
 class SasBaselineSource(_PerImageSource):
@@ -116,10 +139,12 @@ class SasVulnerabilitiesSource(_PerImageSource):
     Sas ranks image vulnerabilities by ``Necessity``, a fix priority rather than a CVSS
     severity: asap=high, later=medium, nntf=low (exporter/normalise.py); Sas has no critical.
     Counted are the ``Type=cve`` records (the only type the action takes: system packages)
-    with status unfixed or being fixed. Each count is one call with a Necessity filter and
-    ``PageSize=1`` whose ``TotalCount`` is read, so an image costs three calls however many
-    vulnerabilities it has. Looked up again only when the image's scan marker or its
-    vulnerability total changes::
+    with status unfixed or being fixed. An image with up to 100 of them costs one call: one
+    page of records, counted by their ``Necessity``; up to 300, a call per page; beyond, or
+    when the records do not add up, three calls (a ``Necessity`` filter and ``PageSize=1``
+    each, ``TotalCount`` read): see ``VulnerabilityCounter`` and the README's
+    cost table. Looked up again only when the image's finished scan time or its
+    vulnerability total changes, not as a running scan moves through its stages::
 
         # HELP imagesec_image_vulnerabilities_by_severity Vulnerabilities by severity (TCSS *LevelVulCnt; Sas: fix priority asap=high, later=medium, nntf=low) (cached, refreshed every 900s).
         # TYPE imagesec_image_vulnerabilities_by_severity gauge
@@ -129,15 +154,18 @@ class SasVulnerabilitiesSource(_PerImageSource):
     action = "DescribeImageVulList"
     metric = "imagesec_image_vulnerabilities_by_severity"
 
+    @functools.cached_property
+    def counter(self) -> VulnerabilityCounter:
+        return VulnerabilityCounter(self.client)
+
     def cache_key(self, ref: ImageRef) -> Hashable:
         return (ref.native_id, ref.scan_marker, ref.vulnerabilities)
 
     async def lookup(self, ref: ImageRef) -> Counts:
-        counts = []
-        for necessity, severity in SAS_NECESSITY_SEVERITY.items():
-            total = await count_image_vulnerabilities(self.client, ref.native_id, necessity)
-            counts.append((severity, total))
-        return tuple(counts)
+        counts = await self.counter.count(
+            ref.native_id, tuple(SAS_NECESSITY_SEVERITY), ref.vulnerabilities
+        )
+        return tuple((SAS_NECESSITY_SEVERITY[n], total) for n, total in counts.items())
 
 
 class SasMaliciousSource:
@@ -150,7 +178,9 @@ class SasMaliciousSource:
     image of the inventory and every image with a row gets ``imagesec_image_malicious_samples_all``,
     the sum of its cells, so "no malware" is a visible 0 and absence is not ambiguous. A row whose ImageUuid the inventory does not know (yet) is still exported,
     keyed by its own RepoName/Namespace/Tag/RepoRegionId, which are the labels the inventory
-    gives the same image::
+    gives the same image, if the account's image filters keep it: its repo and tag patterns,
+    and none at all while the inventory drops images for ``newest_tags`` or ``max_images``
+    (the row could be one of them)::
 
         # HELP imagesec_image_malicious_samples Malicious samples found in the image by level and handling status (cached, refreshed every 900s).
         # TYPE imagesec_image_malicious_samples gauge
@@ -171,11 +201,13 @@ class SasMaliciousSource:
         client: SasClient,
         *,
         depends_on: SourceKey | None,
+        filters: ImageFilter = NO_FILTER,
     ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
+        self.filters = filters
         client.declare(self.action)
 
     def _row_ref(self, row: AffectedMaliciousFile) -> ImageRef:
@@ -194,8 +226,12 @@ class SasMaliciousSource:
         rows = await describe_affected_malicious_file_images(self.client)
         refs = {ref.native_id: ref for ref in _images(upstream)}
         files: dict[str, dict[tuple[str, str], set[tuple[str, str]]]] = {u: {} for u in refs}
+        skipped = dict(upstream.skipped) if upstream is not None else {}
+        truncated = skipped.get("newest_tags", 0) + skipped.get("max_images", 0) > 0
         for row in rows:
             if row.image_uuid not in refs:
+                if truncated or not self.filters.allows(row.namespace, row.repo_name, row.tag):
+                    continue
                 refs[row.image_uuid] = self._row_ref(row)
             cell = (row.level, SAS_MALWARE_STATUS[row.status])
             grid = files.setdefault(row.image_uuid, {})
@@ -218,7 +254,9 @@ class SasImageRiskSource:
     seed's sample) becomes ``imagesec_image_in_use_findings{finding}``: a key it lacks gives no
     sample. A value that does not parse counts the row in ``imagesec_invalid_rows`` and drops
     only its statistics: the row's registration status (``ImageAccessType``) is still
-    exported::
+    exported. The account's repo and tag patterns and ``max_images`` apply to its rows;
+    ``newest_tags`` does not (ListImageRisk gives no creation time; images in use are
+    exported whatever their age)::
 
         # TYPE imagesec_image_in_use_findings gauge
         imagesec_image_in_use_findings{provider="aliyun",...,image_id="6247...",finding="new_suspicious"} 0.0
@@ -228,15 +266,26 @@ class SasImageRiskSource:
 
     action = "ListImageRisk"
 
-    def __init__(self, key: SourceKey, interval: float, client: SasClient) -> None:
+    def __init__(
+        self,
+        key: SourceKey,
+        interval: float,
+        client: SasClient,
+        filters: ImageFilter = NO_FILTER,
+    ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on: SourceKey | None = None
         self.client = client
+        self.filters = filters
         client.declare(self.action)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
-        rows = await list_image_risk(self.client)
+        rows, skipped = self.filters.apply(
+            await list_image_risk(self.client),
+            lambda r: Listed(r.repo_namespace, r.repo_name, r.tag, None, r.uuid),
+            rank=False,
+        )
         report = self.client.invalid_row(self.action)
         samples: list[Sample] = []
         images: list[ImageRef] = []
@@ -269,4 +318,4 @@ class SasImageRiskSource:
             }
             for finding, value in findings.items():
                 samples += optional("imagesec_image_in_use_findings", key, value, finding)
-        return SourceData(samples=tuple(samples), images=tuple(images))
+        return SourceData(samples=tuple(samples), images=tuple(images), skipped=skipped)

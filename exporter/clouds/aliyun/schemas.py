@@ -178,6 +178,12 @@ def parse_statistics(raw: object) -> RiskStatistics | None:
     return RiskStatistics.model_validate(raw)
 
 
+class VulRecord(SasModel):
+    """One record of DescribeImageVulList: only its fix priority is read (cloud-api-facts 3.5)."""
+
+    necessity: str = ""
+
+
 class DescribeImageVulListResponse(SasModel):
     """DescribeImageVulList: paging fields at the top level, no PageInfo (cloud-api-facts 3.5)."""
 

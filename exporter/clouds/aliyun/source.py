@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.clouds.aliyun.api import SasClient, describe_image_instances
 from exporter.clouds.aliyun.schemas import ImageInstance
+from exporter.filters import NO_FILTER, ImageFilter, Listed
 from exporter.metrics import SCAN_STATUSES
 from exporter.model import (
     ImageKey,
@@ -72,23 +73,45 @@ def instance_samples(row: ImageInstance, key: ImageKey) -> list[Sample]:
     return samples
 
 
-class SasImagesSource:
-    """sas_images: the image inventory (DescribeImageInstances)."""
+def scan_marker(row: ImageInstance) -> str:
+    """What keys the per-image caches: the last finished scan's time and the counts.
 
-    def __init__(self, key: SourceKey, interval: float, client: SasClient) -> None:
+    Not ``ScaStatus``: it moves through about ten stages during one scan while the results
+    (those of the previous scan) stay the same, so keying on it re-fetched every image
+    several times per scan.
+    """
+    return f"{row.last_scan_time}|{row.vul_count}|{row.hc_count}"
+
+
+def listed(row: ImageInstance) -> Listed:
+    """What the account's image filters read of an inventory row."""
+    return Listed(row.repo_namespace, row.repo_name, row.tag, row.image_create, row.uuid)
+
+
+class SasImagesSource:
+    """sas_images: the image inventory (DescribeImageInstances), filtered per the account."""
+
+    def __init__(
+        self,
+        key: SourceKey,
+        interval: float,
+        client: SasClient,
+        filters: ImageFilter = NO_FILTER,
+    ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on: SourceKey | None = None
         self.client = client
+        self.filters = filters
         client.declare("DescribeImageInstances")
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
-        rows = await describe_image_instances(self.client)
+        rows, skipped = self.filters.apply(await describe_image_instances(self.client), listed)
         samples: list[Sample] = []
         images: list[ImageRef] = []
         for row in rows:
             key = image_key(row, self.key.account, self.key.region)
             samples += instance_samples(row, key)
-            marker = f"{row.last_scan_time}|{row.sca_status}|{row.vul_count}|{row.hc_count}"
-            images.append(ImageRef(key, row.uuid, marker, row.vul_count))
-        return SourceData(samples=tuple(samples), images=tuple(images))
+            ref = ImageRef(key, row.uuid, scan_marker(row), row.vul_count, row.sca_status or "")
+            images.append(ref)
+        return SourceData(samples=tuple(samples), images=tuple(images), skipped=skipped)

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
-from exporter.clouds.fanout import DetailFanOut
+from exporter.clouds.fanout import DEFAULT_PUBLISH_EVERY, DetailFanOut
 from exporter.clouds.tencent.api import (
     PROVIDER,
     TcssClient,
@@ -32,6 +33,7 @@ from exporter.clouds.tencent.api import (
 )
 from exporter.clouds.tencent.schemas import ImageDetail, ImagesInfo
 from exporter.errors import PayloadError, RequestError, SourceError
+from exporter.filters import NO_FILTER, ImageFilter, Listed
 from exporter.metrics import SCAN_STATUSES, SEVERITIES
 from exporter.model import (
     ImageKey,
@@ -44,6 +46,9 @@ from exporter.model import (
 )
 from exporter.normalise import split_image_name, tcss_scan_status
 from exporter.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from exporter.refresh import Partial
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +80,16 @@ def image_key(image_name: str, image_id: str, account: str, region: str) -> Imag
 
 
 def scan_marker(row: ImagesInfo) -> str:
-    """Changes whenever the image's scan result changes; keys the detail cache."""
-    return f"{row.scan_time}|{row.scan_status}|{row.vul_cnt}|{row.risk_cnt}|{row.virus_cnt}"
+    """Changes when the image's scan result can have changed (finished scan time, counts).
+
+    Not ``ScanStatus``: that is the image's stage (``ImageRef.stage``), which the detail
+    cache follows separately, at most once per floor interval.
+    """
+    return f"{row.scan_time}|{row.vul_cnt}|{row.risk_cnt}|{row.virus_cnt}"
+
+
+DEFAULT_STAGE_FLOOR = 300.0
+"""Seconds a cached detail is kept at least, even when the image's ScanStatus moved."""
 
 
 def list_samples(row: ImagesInfo, key: ImageKey) -> list[Sample]:
@@ -150,34 +163,54 @@ def detail_samples(detail: ImageDetail, key: ImageKey) -> list[Sample]:
 
 
 class TcssImagesSource:
-    """tcss_images: the image inventory (DescribeAssetImageList)."""
+    """tcss_images: the image inventory (DescribeAssetImageList), filtered per the account."""
 
-    def __init__(self, key: SourceKey, interval: float, client: TcssClient) -> None:
+    def __init__(
+        self,
+        key: SourceKey,
+        interval: float,
+        client: TcssClient,
+        filters: ImageFilter = NO_FILTER,
+    ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on: SourceKey | None = None
         self.client = client
+        self.filters = filters
         client.declare(LIST_ACTION)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
-        rows = await describe_asset_image_list(self.client)
+        keyed = [
+            (image_key(row.image_name, row.image_id, self.key.account, self.key.region), row)
+            for row in await describe_asset_image_list(self.client)
+        ]
+        kept, skipped = self.filters.apply(
+            keyed,
+            lambda kr: Listed(
+                kr[0].repo_namespace, kr[0].repo, kr[0].tag, kr[1].create_time, kr[0].image_id
+            ),
+        )
         samples: list[Sample] = []
         images: list[ImageRef] = []
-        for row in rows:
-            key = image_key(row.image_name, row.image_id, self.key.account, self.key.region)
+        for key, row in kept:
             samples += list_samples(row, key)
-            images.append(ImageRef(key, row.image_id, scan_marker(row), row.vul_cnt))
-        return SourceData(samples=tuple(samples), images=tuple(images))
+            ref = ImageRef(key, row.image_id, scan_marker(row), row.vul_cnt, row.scan_status or "")
+            images.append(ref)
+        return SourceData(samples=tuple(samples), images=tuple(images), skipped=skipped)
 
 
 class TcssImageDetailSource:
     """tcss_image_detail: DescribeAssetImageDetail for every image of the inventory.
 
     Details are cached by (ImageID, scan marker) in a :class:`DetailFanOut`, so a steady-state
-    refresh only calls the API for images whose scan result changed. Details of a scan still
-    running are not cached (their progress moves while the marker does not), nor are images
-    skipped as vanished or invalid. Entries also expire after ``cache_ttl`` seconds, and entries
-    of images no longer listed are dropped at each refresh.
+    refresh only calls the API for images whose scan result can have changed (a finished
+    scan's time, a count). The list's ``ScanStatus`` is the image's stage: a detail is looked
+    up again when the stage moves (a scan starts, ends or fails), but not sooner than
+    ``stage_floor`` seconds after it was fetched, so a running scan costs one call when it
+    starts and one when it ends, whatever the refresh interval; its per-scanner progress is
+    the one read at its start. Images skipped as vanished or invalid are not cached. Entries
+    also expire after ``cache_ttl`` seconds, and entries of images no longer listed are
+    dropped at each refresh.
     """
 
     def __init__(
@@ -190,25 +223,29 @@ class TcssImageDetailSource:
         telemetry: Telemetry,
         concurrency: int = 8,
         cache_ttl: float = 6 * 3600.0,
+        stage_floor: float = DEFAULT_STAGE_FLOOR,
         timer: Callable[[], float] = time.monotonic,
+        publish_every: float = DEFAULT_PUBLISH_EVERY,
     ) -> None:
         self.key = key
         self.interval = interval
         self.depends_on = depends_on
         self.client = client
+        self.on_progress: Callable[[Partial], None] | None = None
         self.details: DetailFanOut[ImageDetail | None] = DetailFanOut(
-            key, telemetry, concurrency=concurrency, ttl=cache_ttl, timer=timer, cacheable=_final
+            key,
+            telemetry,
+            concurrency=concurrency,
+            ttl=cache_ttl,
+            timer=timer,
+            cacheable=_found,
+            stage_floor=stage_floor,
+            publish_every=publish_every,
         )
         client.declare(DETAIL_ACTION)
 
-    async def refresh(self, upstream: SourceData | None) -> SourceData:
-        if upstream is None:
-            raise SourceError(
-                "no image inventory yet", provider=PROVIDER, code="upstream_unavailable"
-            )
-        found = await self.details.run(
-            upstream.images, lambda ref: (ref.native_id, ref.scan_marker), self._fetch
-        )
+    @staticmethod
+    def _data(found: list[tuple[ImageRef, ImageDetail | None]]) -> SourceData:
         samples: list[Sample] = []
         images: list[ImageRef] = []
         for ref, detail in found:
@@ -216,6 +253,18 @@ class TcssImageDetailSource:
                 samples += detail_samples(detail, ref.key)
                 images.append(ref)
         return SourceData(samples=tuple(samples), images=tuple(images))
+
+    def _progress(self, found: list[tuple[ImageRef, ImageDetail | None]], done: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress(lambda: self._data(found).with_completeness(done))
+
+    async def refresh(self, upstream: SourceData | None) -> SourceData:
+        if upstream is None:
+            raise SourceError(
+                "no image inventory yet", provider=PROVIDER, code="upstream_unavailable"
+            )
+        found = await self.details.run(upstream.images, _cache_key, self._fetch, self._progress)
+        return self._data(found)
 
     async def _fetch(self, ref: ImageRef) -> ImageDetail | None:
         image_id = ref.native_id
@@ -237,6 +286,10 @@ class TcssImageDetailSource:
         return None
 
 
-def _final(detail: ImageDetail | None) -> bool:
-    """Whether a detail may be cached: one was found and its scan is not still running."""
-    return detail is not None and tcss_scan_status(detail.scan_status) != "scanning"
+def _cache_key(ref: ImageRef) -> Hashable:
+    return (ref.native_id, ref.scan_marker)
+
+
+def _found(detail: ImageDetail | None) -> bool:
+    """Whether a detail may be cached: one was found (not vanished, not invalid)."""
+    return detail is not None
