@@ -8,7 +8,10 @@
 # In production, mount the config file at /etc/imagesec-exporter/config.yml and pass the vendors'
 # credentials as environment variables (ALIBABA_CLOUD_ACCESS_KEY_ID, ..., TENCENTCLOUD_SECRET_KEY);
 # see deploy/kubernetes/ for an example. If you change the port or serve TLS, set
-# IMAGESEC_HEALTHCHECK_URL to match.
+# IMAGESEC_HEALTHCHECK_URL to match (https:// is probed without verifying the certificate; with a
+# client_auth_type that requires one, set IMAGESEC_HEALTHCHECK_CERT and _KEY). The image serves
+# /-/healthy and /-/ready without basic auth (IMAGESEC_WEB_PROBES_WITHOUT_AUTH) so probes need no
+# password; set it to false to require auth there too.
 
 # Pinned patch release of the base; bump both stages together (the ARG is shared).
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
@@ -31,7 +34,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    IMAGESEC_HEALTHCHECK_URL=http://127.0.0.1:9879/-/healthy
+    IMAGESEC_HEALTHCHECK_URL=http://127.0.0.1:9879/-/healthy \
+    IMAGESEC_WEB_PROBES_WITHOUT_AUTH=true
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/*.whl \
     && pip uninstall --yes pip setuptools wheel \
@@ -41,6 +45,6 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 USER 10001:10001
 EXPOSE 9879
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['IMAGESEC_HEALTHCHECK_URL'], timeout=4)"]
+    CMD ["python", "-m", "exporter.healthcheck"]
 ENTRYPOINT ["imagesec-exporter"]
 CMD ["--config.file=/etc/imagesec-exporter/config.yml"]

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -22,23 +23,27 @@ from exporter.config import (
     Config,
     ResolvedCredentials,
     inspect_file,
+    load_config,
     parse_config,
 )
 from exporter.cost import estimate
 from exporter.credentials import CredentialHolder
+from exporter.credentials.chain import resolve_providers
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.landing import LandingLinks
 from exporter.refresh import Refresher, Source
 from exporter.sharding import Shard, ordinal
-from exporter.sources import build_sources, check_collectors
+from exporter.sources import Pools, build_sources, check_collectors, http_limits
 from exporter.telemetry import Telemetry
 from exporter.web import (
-    WebConfig,
+    Limits,
+    ReloadStatus,
     WebServer,
-    load_web_config,
     parse_listen_address,
+    systemd_sockets,
 )
+from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -67,8 +72,10 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--web.listen-address",
         dest="listen_address",
-        default=_env("WEB_LISTEN_ADDRESS", f":{DEFAULT_PORT}"),
-        help=f"address to serve on (IMAGESEC_WEB_LISTEN_ADDRESS, default :{DEFAULT_PORT})",
+        action="append",
+        default=None,
+        help="address to serve on, repeatable; :PORT is every IPv4 and IPv6 address "
+        f"(IMAGESEC_WEB_LISTEN_ADDRESS, comma-separated; default :{DEFAULT_PORT})",
     )
     parser.add_argument(
         "--web.telemetry-path",
@@ -82,6 +89,7 @@ def run_parser() -> argparse.ArgumentParser:
         default=_env("WEB_CONFIG_FILE"),
         help="exporter-toolkit web config: TLS and basic auth (IMAGESEC_WEB_CONFIG_FILE)",
     )
+    add_web_flags(parser)
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -145,6 +153,57 @@ class VersionAction(argparse.Action):
 
         print(version_text())
         parser.exit(0)
+
+
+def add_web_flags(parser: argparse.ArgumentParser) -> None:
+    """The HTTP server's flags beyond the address and the web config file."""
+    parser.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        default=_env("WEB_SYSTEMD_SOCKET") in ("1", "true"),
+        help="serve on the sockets systemd passes (socket activation) instead of "
+        "--web.listen-address (IMAGESEC_WEB_SYSTEMD_SOCKET)",
+    )
+    parser.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=int,
+        default=int(_env("WEB_MAX_REQUESTS", "40") or 40),
+        help="concurrent /metrics scrapes; more are answered 503; 0 means no limit "
+        "(IMAGESEC_WEB_MAX_REQUESTS, default 40)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        default=int(_env("WEB_MAX_CONNECTIONS", "0") or 0),
+        help="established HTTP connections; more are closed at once (IMAGESEC_WEB_MAX_CONNECTIONS, "
+        "default: 1024, or less where the open-file limit is lower)",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        default=_env("WEB_ENABLE_LIFECYCLE") in ("1", "true"),
+        help="enable POST /-/reload (IMAGESEC_WEB_ENABLE_LIFECYCLE)",
+    )
+    parser.add_argument(
+        "--web.probes-without-auth",
+        dest="probes_without_auth",
+        action="store_true",
+        default=_env("WEB_PROBES_WITHOUT_AUTH") in ("1", "true"),
+        help="serve /-/healthy and /-/ready without basic auth, so container and Kubernetes "
+        "probes need no password (IMAGESEC_WEB_PROBES_WITHOUT_AUTH)",
+    )
+
+
+def listen_addresses(args: argparse.Namespace) -> list[str]:
+    """The repeated --web.listen-address values, else the environment's, else the default."""
+    if args.listen_address:
+        return list(args.listen_address)
+    env = _env("WEB_LISTEN_ADDRESS")
+    return [a.strip() for a in env.split(",") if a.strip()] if env else [f":{DEFAULT_PORT}"]
 
 
 def add_shard_flags(parser: argparse.ArgumentParser) -> None:
@@ -312,11 +371,9 @@ async def serve(
 ) -> int:
     """Run the refresh loop and the web server until SIGINT/SIGTERM, or refresh once."""
     telemetry = Telemetry()
-    timeout = httpx.Timeout(15.0, connect=5.0)
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}
     async with (
-        httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as http,
+        Pools(http_limits(config.http), headers) as http,
         credentials_client() as credential_http,
     ):
         for holder in credentials.values():
@@ -326,7 +383,12 @@ async def serve(
             config, credentials, telemetry, http, overrides=overrides, shard=shard
         )
         log_cost(config, sources, shard or Shard())
-        refresher = Refresher(sources, telemetry=telemetry, timeout=config.refresh.timeout)
+        refresher = Refresher(
+            sources,
+            telemetry=telemetry,
+            timeout=config.refresh.timeout,
+            max_age=config.refresh.max_age,
+        )
         store = ExpositionStore(refresher.snapshot, telemetry)
         if args.once:
             snapshot = await refresher.run_once()
@@ -339,41 +401,181 @@ async def serve(
             return 1 if failed else 0
         refresher.on_snapshot = store.update
         store.start()
-        try:
-            server = WebServer(
-                store,
-                args.listen_address,
-                telemetry_path=args.telemetry_path,
-                web_config=web_config,
-                links=LandingLinks(dashboard_url=args.dashboard_url, demo=args.demo),
-            )
-        except OSError as err:
-            log.error(
-                "cannot listen", extra={"address": args.listen_address, "error": err.strerror}
-            )
-            return 1
-        server.start()
-        log.info(
-            "listening",
-            extra={
-                "address": f"{server.scheme}://{server.address}",
-                "path": args.telemetry_path,
-                "sources": len(sources),
-            },
+        status = ReloadStatus()
+
+        def build(new: Config) -> list[Source]:
+            """Sources of a reloaded config, with credential holders bound like the first ones."""
+            holders: dict[AccountId, ResolvedCredentials | CredentialHolder] = {}
+            for ident, resolved in resolve_providers(new, os.environ).items():
+                holder = CredentialHolder(resolved.provider, cloud=ident[0], account=ident[1])
+                holder.bind(credential_http, telemetry)
+                holders[ident] = holder
+            return build_sources(new, holders, telemetry, http, overrides=overrides, shard=shard)
+
+        reloader = ConfigReloader(
+            None if args.demo else Path(args.config_file),
+            config,
+            overrides,
+            refresher,
+            build,
+            status,
         )
+        # Before the server answers: a SIGTERM right after the first response is a clean stop.
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         try:
+            server = start_web(args, store, web_config, telemetry, status, reloader)
+        except (OSError, ValueError) as err:
+            log.error(
+                "cannot listen",
+                extra={"address": ",".join(listen_addresses(args)), "error": str(err)},
+            )
+            store.stop()
+            return 1
+        log.info(
+            "listening address=%s path=%s sources=%d",
+            ",".join(f"{server.scheme}://{a}" for a in server.addresses),
+            args.telemetry_path,
+            len(sources),
+        )
+        loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup, server)
+        try:
             await refresher.run()
         except asyncio.CancelledError:
             log.info("shutting down")
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
             server.close()
             store.stop()
     return 0
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (as Go does at start); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def start_web(
+    args: argparse.Namespace,
+    store: ExpositionStore,
+    web_config: WebConfig,
+    telemetry: Telemetry,
+    status: ReloadStatus,
+    reloader: ConfigReloader,
+) -> WebServer:
+    """Bind the listeners (or take systemd's sockets) and start the HTTP server thread."""
+    files = raise_open_file_limit()
+    # Half the descriptors for clients: the rest stay for cloud calls, files and the loop.
+    max_connections = args.max_connections or min(1024, max(8, files // 2))
+    main_loop = asyncio.get_running_loop()
+
+    async def reload() -> str | None:
+        future = asyncio.run_coroutine_threadsafe(reloader.reload(), main_loop)
+        return await asyncio.wrap_future(future)
+
+    if args.web_config_file:
+        status.record("web_config", True)
+    server = WebServer(
+        store,
+        [] if args.systemd_socket else listen_addresses(args),
+        sockets=systemd_sockets() if args.systemd_socket else (),
+        telemetry_path=args.telemetry_path,
+        web_config=web_config,
+        web_config_file=Path(args.web_config_file) if args.web_config_file else None,
+        telemetry=telemetry,
+        limits=Limits(max_requests=args.max_requests, max_connections=max_connections),
+        probes_without_auth=args.probes_without_auth,
+        reload=reload if args.enable_lifecycle else None,
+        reload_status=status,
+        links=LandingLinks(dashboard_url=args.dashboard_url, demo=args.demo),
+    )
+    server.start()
+    return server
+
+
+class ConfigReloader:
+    """SIGHUP and ``POST /-/reload``: re-read the config file and swap the sources.
+
+    Sources of accounts whose settings did not change keep running with their data; changed
+    ones are rebuilt (keeping their last good data until they refresh); added ones start;
+    removed ones stop. An invalid file is refused, logged and counted, and the running config
+    stays.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        config: Config,
+        overrides: dict[str, bool],
+        refresher: Refresher,
+        build: Callable[[Config], list[Source]],
+        status: ReloadStatus,
+    ) -> None:
+        self._path = path
+        self._config = config
+        self._overrides = overrides
+        self._refresher = refresher
+        self._build = build
+        self._status = status
+        self._lock = asyncio.Lock()
+        status.record("config", True)
+
+    def on_sighup(self, server: WebServer) -> None:
+        log.info("reload requested", extra={"signal": "SIGHUP"})
+        server.reload_web_config_soon()
+        asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> str | None:
+        """Reload the config file; None on success, else the reason (the old config stays)."""
+        async with self._lock:
+            if self._path is None:  # --demo: the config is built in, nothing to re-read
+                self._status.record("config", True)
+                return None
+            try:
+                config = await asyncio.to_thread(load_config, self._path)
+                problems = check_collectors(config, self._overrides)
+                if problems:
+                    raise ConfigError(problems)
+                sources = self._build(config)
+            except ConfigError as err:
+                reason = "; ".join(str(d) for d in err.details)
+                self._status.record("config", False)
+                log.error("config reload failed", extra={"error": reason})
+                return reason
+            kept = self._unchanged_accounts(config)
+            current = {s.key: s for s in self._refresher.sources}
+            merged = [
+                current[s.key]
+                if s.key in current and (s.key.provider, s.key.account) in kept
+                else s
+                for s in sources
+            ]
+            self._refresher.reconfigure(merged, timeout=config.refresh.timeout)
+            self._config = config
+            self._status.record("config", True)
+            log.info(
+                "config reloaded",
+                extra={
+                    "sources": len(merged),
+                    "kept": sum(1 for s in merged if s in current.values()),
+                },
+            )
+            return None
+
+    def _unchanged_accounts(self, config: Config) -> set[AccountId]:
+        """Accounts whose settings (credentials' fields and files included) are as before."""
+        if (config.collectors, config.refresh) != (self._config.collectors, self._config.refresh):
+            return set()
+        old = {(a.provider, a.name): a for a in self._config.accounts}
+        return {(a.provider, a.name) for a in config.accounts if old.get((a.provider, a.name)) == a}
 
 
 def log_cost(config: Config, sources: Sequence[Source], shard: Shard) -> None:
@@ -439,14 +641,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             with demo_clouds() as (aliyun_urls, tencent_url):
                 demo, demo_credentials = demo_config(aliyun_urls, tencent_url)
-                _check(demo, overrides, [], args)
+                problems: list[ConfigProblem] = []
+                web_config = _web_config(args, problems)
+                _check(demo, overrides, problems, args)
                 if args.check_config:
                     print("demo configuration is valid")
                     return 0
-                return _run(demo, demo_credentials, args, overrides)
+                return _run(demo, demo_credentials, args, overrides, web_config)
         if not args.config_file:
             parser.error("--config.file is required (or --demo)")
-        web_config = None
         found = inspect_file(Path(args.config_file))
         config, problems = found.config, list(found.problems)
         credentials: dict[AccountId, ResolvedCredentials | CredentialHolder] = {}
@@ -456,11 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resolved.provider, cloud=ident[0], account=ident[1]
             )
             origins[ident] = f"{resolved.provider.kind} ({resolved.origin})"
-        if args.web_config_file:
-            try:
-                web_config = load_web_config(Path(args.web_config_file))
-            except ConfigError as err:
-                problems += err.details
+        web_config = _web_config(args, problems)
         _check(config, overrides, problems, args)
         assert config is not None  # _check raised otherwise
         if args.check_config:
@@ -479,6 +678,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
 
+def _web_config(args: argparse.Namespace, problems: list[ConfigProblem]) -> WebConfig | None:
+    """Load --web.config.file (certificates, keys and hashes included); problems are appended."""
+    if not args.web_config_file:
+        return None
+    try:
+        return load_web_config(Path(args.web_config_file))
+    except ConfigError as err:
+        problems += err.details
+        return None
+
+
 def _check(
     config: Config | None,
     overrides: dict[str, bool],
@@ -488,17 +698,20 @@ def _check(
     """Raise every problem found so far plus the collector and flag problems."""
     if config is not None:
         problems = problems + check_collectors(config, overrides)
-    try:
-        parse_listen_address(args.listen_address)
-    except ValueError as err:
-        problems.append(ConfigProblem("--web.listen-address", str(err)))
+    for address in [] if args.systemd_socket else listen_addresses(args):
+        try:
+            parse_listen_address(address)
+        except ValueError as err:
+            problems.append(ConfigProblem("--web.listen-address", str(err)))
+    if args.max_requests < 0 or args.max_connections < 0:
+        problems.append(ConfigProblem("--web.max-requests", "must be 0 (no limit) or more"))
     path = args.telemetry_path
-    if not path.startswith("/") or path in ("/", "/-/healthy", "/-/ready"):
+    if not path.startswith("/") or path in ("/", "/-/healthy", "/-/ready", "/-/reload"):
         problems.append(
             ConfigProblem(
                 "--web.telemetry-path",
-                f"{path!r} must be a path starting with '/' other than /, /-/healthy and "
-                f"/-/ready (e.g. /{path.strip('/') or 'metrics'})",
+                f"{path!r} must be a path starting with '/' other than /, /-/healthy, /-/ready "
+                f"and /-/reload (e.g. /{path.strip('/') or 'metrics'})",
             )
         )
     if problems:

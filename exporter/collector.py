@@ -36,6 +36,7 @@ from exporter.metrics import (
     Kind,
 )
 from exporter.model import ImageKey, Snapshot, SourceState
+from exporter.normalise import clean_stats
 from exporter.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ class HealthCollector(Collector):
             "imagesec_source_pass_completeness_ratio": lambda s: (
                 s.data.completeness if s.data else 0.0
             ),
+            "imagesec_source_truncated": lambda s: 1.0 if s.data and s.data.truncated else 0.0,
+            "imagesec_source_expired": lambda s: 1.0 if s.expired else 0.0,
         }
         for name, value in gauges.items():
             spec = CATALOGUE[name]
@@ -191,6 +194,9 @@ class HealthCollector(Collector):
             if spec.kind is not Kind.COUNTER:
                 continue
             counter = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+            if spec.name == "imagesec_sanitised_strings":
+                for reason, count in clean_stats.counts().items():
+                    counter.add_metric((reason,), float(count))
             for labels, total in sorted(self._telemetry.values(spec.name).items()):
                 counter.add_metric(labels, total)
             yield counter

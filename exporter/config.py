@@ -417,12 +417,51 @@ class RefreshSettings(StrictModel):
     progress_interval: Duration = 10.0  # a per-image pass publishes what it has this often
     stage_floor: Duration = 300.0  # a TCSS detail is re-fetched on a stage change after this
     estimated_images: int | None = Field(default=None, ge=0)  # per source, for the cost log
+    max_age: Duration | None = Field(
+        default=None,
+        description="drop a failing source's last good data once it is older than this",
+    )
+
+
+_MiB = 1024 * 1024
+ByteSize = Annotated[int, Field(ge=1024, le=1024 * _MiB)]
+
+
+class HttpSettings(StrictModel):
+    """Bounds of every exchange with a cloud API (exporter/clouds/http.py ``HttpLimits``)."""
+
+    max_response_bytes: ByteSize = 16 * _MiB
+    max_response_bytes_per_action: dict[str, ByteSize] = {}
+    request_deadline: Duration = 60.0
+    retry_deadline: Duration = 180.0
+    connect_timeout: Duration = 5.0
+    read_timeout: Duration = 15.0
+    max_connections: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("max_response_bytes_per_action")
+    @classmethod
+    def _known_actions(cls, value: dict[str, int]) -> dict[str, int]:
+        from exporter.clouds.aliyun.api import PAGINATION as SAS
+        from exporter.clouds.tencent.api import ACTIONS as TCSS
+
+        known = set(SAS) | set(TCSS)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown action(s) {unknown}; known: {sorted(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> HttpSettings:
+        if self.retry_deadline < self.request_deadline:
+            raise ValueError("retry_deadline must be at least request_deadline")
+        return self
 
 
 class Config(StrictModel):
     accounts: list[Account] = Field(min_length=1)
     collectors: dict[str, CollectorSettings] = {}
     refresh: RefreshSettings = RefreshSettings()
+    http: HttpSettings = HttpSettings()
 
     @field_validator("collectors")
     @classmethod
@@ -437,6 +476,21 @@ class Config(StrictModel):
         if dupes:
             raise ValueError(f"account names must be unique per provider: {dupes}")
         return accounts
+
+    @model_validator(mode="after")
+    def _max_age_covers_intervals(self) -> Config:
+        max_age = self.refresh.max_age
+        if max_age is None:
+            return self
+        for account in self.accounts:
+            for name in COLLECTORS:
+                enabled, interval = self.collector(account, name)
+                if enabled and COLLECTORS[name].provider == account.provider and interval > max_age:
+                    raise ValueError(
+                        f"refresh.max_age ({max_age:g}s) is shorter than the interval of "
+                        f"{name} ({interval:g}s): its data would expire between refreshes"
+                    )
+        return self
 
     def collector(self, account: Account, name: str) -> tuple[bool, float]:
         """Whether ``name`` runs for ``account``, and its interval (account > global > default)."""

@@ -108,6 +108,15 @@ def render(snapshot: Snapshot, now: float, links: LandingLinks | None = None) ->
     rows = []
     for source, state in zip(sources, states, strict=True):
         _, mark, colour = _STATES[state]
+        notes = []
+        if source.data is not None and source.data.truncated:
+            notes.append(f"incomplete: {source.data.truncated}")
+        elif source.data is not None and source.data.completeness < 1:
+            notes.append(f"pass {source.data.completeness:.0%} done")
+        if source.expired:
+            notes.append("data expired")
+        if notes:
+            mark += f" ({', '.join(notes)})"
         images = len(source.data.images) if source.data else 0
         key = source.key
         rows.append(

@@ -232,6 +232,32 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         (*SOURCE_LABELS, "reason"),
     ),
     MetricSpec(
+        "imagesec_source_truncated",
+        Kind.GAUGE,
+        "1 if the source's last good data is known to be incomplete (its listing stopped at "
+        "the page cap, or the list changed under the walk and rows were missed), else 0",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_source_expired",
+        Kind.GAUGE,
+        "1 if the source's last good data was dropped for being older than refresh.max_age, else 0",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_detail_lookup_failures",
+        Kind.COUNTER,
+        "Per-image detail lookups that failed; the image keeps its last good detail",
+        SOURCE_LABELS,
+    ),
+    MetricSpec(
+        "imagesec_sanitised_strings",
+        Kind.COUNTER,
+        "Strings from the cloud APIs changed before use, by reason (replaced: unencodable or "
+        "control characters; truncated: longer than 256 characters)",
+        ("reason",),
+    ),
+    MetricSpec(
         "imagesec_refresh_failures",
         Kind.COUNTER,
         "Failed refreshes of the source, by error code",
@@ -252,8 +278,8 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "imagesec_api_request_errors",
         Kind.COUNTER,
-        "Failed cloud API requests by vendor error code or timeout, connect, http_5xx, "
-        "http_4xx, bad_payload",
+        "Failed cloud API requests by error code: the vendor's code if known, else other; or "
+        "timeout, connect, http_5xx, http_4xx, bad_payload, response_too_large",
         (*API_LABELS, "code"),
     ),
     MetricSpec(
@@ -261,6 +287,31 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         Kind.COUNTER,
         "Per-image detail lookups by cache result (hit, miss)",
         (*SOURCE_LABELS, "result"),
+    ),
+    MetricSpec(
+        "imagesec_http_rejected_requests",
+        Kind.COUNTER,
+        "HTTP requests or connections the exporter refused, by reason (max_connections, "
+        "max_requests, rate_limit, unauthorized, password_too_long, forbidden_san, write_timeout)",
+        ("reason",),
+    ),
+    MetricSpec(
+        "imagesec_http_connections",
+        Kind.GAUGE,
+        "Established HTTP connections to the exporter",
+        (),
+    ),
+    MetricSpec(
+        "imagesec_config_last_reload_successful",
+        Kind.GAUGE,
+        "1 if the last reload of the file (config, web_config) succeeded, else 0",
+        ("file",),
+    ),
+    MetricSpec(
+        "imagesec_config_last_reload_success_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time of the last successful load of the file (config, web_config)",
+        ("file",),
     ),
     MetricSpec(
         "imagesec_exposition_renders",

@@ -149,10 +149,20 @@ class SourceData:
     ``completeness`` is the share of the pass's images it covers (below 1 while a per-image
     pass is still under way: published progress, or a pass that resumes in the next attempt).
     ``skipped`` counts the images a listing left out, by reason (config filters and bounds:
-    ``imagesec_images_skipped``). Both are health, not series: equality ignores them.
+    ``imagesec_images_skipped``). ``truncated`` says why the listing is known to be incomplete
+    ("" if it is not): ``page_cap`` or ``shifting`` (see ``exporter.clouds.http.Rows``). All
+    three are health, not series: equality ignores them.
     """
 
-    __slots__ = ("__weakref__", "completeness", "families", "images", "keys", "skipped")
+    __slots__ = (
+        "__weakref__",
+        "completeness",
+        "families",
+        "images",
+        "keys",
+        "skipped",
+        "truncated",
+    )
 
     def __init__(
         self,
@@ -161,10 +171,12 @@ class SourceData:
         *,
         completeness: float = 1.0,
         skipped: tuple[tuple[str, int], ...] = (),
+        truncated: str = "",
     ) -> None:
         self.images: tuple[ImageRef, ...] = tuple(images)
         self.completeness = completeness
         self.skipped = skipped
+        self.truncated = truncated
         index: dict[ImageKey, int] = {}
         builders: dict[str, _FamilyBuilder] = {}
         for sample in samples:
@@ -227,6 +239,7 @@ class SourceState:
     last_attempt: float | None = None
     duration: float | None = None
     last_error: str | None = None
+    expired: bool = False  # last good data dropped: older than refresh.max_age
 
 
 @dataclass(frozen=True, slots=True)

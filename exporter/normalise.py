@@ -7,7 +7,59 @@ to a guess.
 
 from __future__ import annotations
 
+import re
+import threading
 from datetime import datetime, timedelta, timezone
+
+# -- strings from the network --------------------------------------------------------------
+
+MAX_LABEL = 256
+"""Characters kept of a string from the network (a label value, an OS name...)."""
+
+# Lone surrogates (valid in JSON "\\udc80" but not encodable as UTF-8) and the C0 controls
+# other than tab/newline (they break logs and HTML, not the exposition, but carry nothing).
+_UNFIT = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class CleanStats:
+    """How many strings ``clean_label`` changed, by reason (``replaced``, ``truncated``).
+
+    Module state because cleaning happens inside response models, far from any telemetry
+    object; the collector exports it as ``imagesec_sanitised_strings_total{reason}``.
+    """
+
+    REASONS = ("replaced", "truncated")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.REASONS, 0)
+
+    def inc(self, reason: str) -> None:
+        with self._lock:
+            self._counts[reason] += 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+clean_stats = CleanStats()
+
+
+def clean_label(value: str, limit: int = MAX_LABEL) -> str:
+    """``value`` made safe for a record: every code point encodable as UTF-8 (lone surrogates
+    and control characters become U+FFFD) and at most ``limit`` characters. Changes are
+    counted in ``clean_stats``."""
+    if value.isascii() and value.isprintable() and len(value) <= limit:
+        return value  # the common case, at C speed
+    cleaned = _UNFIT.sub("\ufffd", value)
+    if cleaned != value:
+        clean_stats.inc("replaced")
+    if len(cleaned) > limit:
+        clean_stats.inc("truncated")
+        cleaned = cleaned[: limit - 1] + "\u2026"
+    return cleaned
+
 
 # Sas DescribeImageInstances ScaStatus (seed 000).
 SAS_SCAN_STATUS: dict[str, str] = {

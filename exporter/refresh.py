@@ -1,7 +1,8 @@
 """The background refresh loop: runs every source on its interval and swaps immutable snapshots.
 
 A source that fails keeps its last good data (served with its age) and is marked down; the
-others carry on. Nothing a source raises escapes: unexpected exceptions are logged and counted
+others carry on. With ``max_age``, data older than that is dropped at the next failure and the
+source is marked expired (``imagesec_source_expired``). Nothing a source raises escapes: unexpected exceptions are logged and counted
 as ``internal`` so that a bug in one collector cannot stop the loop.
 
 A per-image source (``ReportsProgress``) publishes what its pass has so far while it has no
@@ -67,6 +68,7 @@ class Refresher:
         *,
         telemetry: Telemetry,
         timeout: float = 120.0,
+        max_age: float | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         on_snapshot: Callable[[Snapshot], None] | None = None,
@@ -77,21 +79,30 @@ class Refresher:
         self.sources = list(sources)
         self._telemetry = telemetry
         self._timeout = timeout
+        self._max_age = max_age
         self._clock = clock
         self._monotonic = monotonic
         self.on_snapshot = on_snapshot
         self._states = {s.key: SourceState(key=s.key, interval=s.interval) for s in sources}
         self._attempted = {s.key: asyncio.Event() for s in sources}
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: dict[SourceKey, asyncio.Task[None]] = {}
         self._partial: dict[SourceKey, Partial] = {}
         self.snapshot = Snapshot(dict(self._states))
         for source in sources:
-            if isinstance(source, ReportsProgress):
-                source.on_progress = functools.partial(self._progress, source.key)
+            self.watch_progress(source)
+
+    def watch_progress(self, source: Source) -> None:
+        """Have ``source`` report its passes' progress here (every source it refreshes)."""
+        if isinstance(source, ReportsProgress):
+            source.on_progress = functools.partial(self._progress, source.key)
 
     def _progress(self, key: SourceKey, partial: Partial) -> None:
         """Partial data of a pass under way: published while no complete data exists."""
+        previous = self._states.get(key)
+        if previous is None:  # removed by reconfigure() while its pass ran
+            return
         self._partial[key] = partial
-        previous = self._states[key]
         if previous.data is not None and previous.data.completeness >= 1.0:
             return  # the last complete pass is served until this one completes (not built)
         # Not "down" for being incomplete: only an error of an earlier attempt says so.
@@ -99,6 +110,8 @@ class Refresher:
         self._publish(replace(previous, data=partial(), up=up))
 
     def _publish(self, state: SourceState) -> None:
+        if state.key not in self._states:  # removed by reconfigure() while it refreshed
+            return
         self._states[state.key] = state
         self.snapshot = Snapshot(dict(self._states))
         if self.on_snapshot is not None:
@@ -146,14 +159,21 @@ class Refresher:
                 },
             )
             self._telemetry.inc("imagesec_refresh_failures", (*source.key.labels(), code))
+            now = self._clock()
             state = replace(
                 previous,
                 up=False,
                 attempted=True,
-                last_attempt=self._clock(),
+                last_attempt=now,
                 duration=duration,
                 last_error=message[:300],
             )
+            if self._expired(previous, now):
+                log.warning(
+                    "dropped expired data",
+                    extra={"source": str(source.key), "max_age": self._max_age},
+                )
+                state = replace(state, data=None, expired=True)
         else:
             log.info(
                 "refresh ok",
@@ -173,6 +193,7 @@ class Refresher:
                 last_success=now,
                 duration=duration,
                 last_error=None,
+                expired=False,
             )
         self._publish(state)
         self._attempted[source.key].set()
@@ -218,6 +239,12 @@ class Refresher:
         self._attempted[source.key].set()
         return state
 
+    def _expired(self, previous: SourceState, now: float) -> bool:
+        """Whether ``previous``'s last good data is older than ``max_age`` (and so dropped)."""
+        if self._max_age is None or previous.data is None or previous.last_success is None:
+            return False
+        return now - previous.last_success > self._max_age
+
     async def run_once(self) -> Snapshot:
         """Refresh every source once, upstream sources before the ones that build on them."""
         pending = list(self.sources)
@@ -245,5 +272,50 @@ class Refresher:
     async def run(self) -> None:
         """Refresh every source on its own interval until cancelled."""
         async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(asyncio.Event().wait(), name="keep running")  # sources may change
             for source in self.sources:
-                group.create_task(self._loop(source), name=f"refresh {source.key}")
+                self._start(source)
+
+    def _start(self, source: Source) -> None:
+        if self._group is not None:
+            task = self._group.create_task(self._loop(source), name=f"refresh {source.key}")
+            self._tasks[source.key] = task
+
+    def reconfigure(self, sources: Sequence[Source], *, timeout: float | None = None) -> None:
+        """Swap the sources while running (config reload).
+
+        A source object passed again keeps its loop and state; a new key starts pending; a
+        removed key stops and its series go; a replaced object under a kept key keeps the last
+        good data and refreshes at once with its new settings.
+        """
+        keys = [s.key for s in sources]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate source keys")
+        if timeout is not None:
+            self._timeout = timeout
+        current = {s.key: s for s in self.sources}
+        self.sources = list(sources)
+        for key in set(self._states) - set(keys):
+            del self._states[key]
+            self._attempted.pop(key, None)
+            self._partial.pop(key, None)
+            if (task := self._tasks.pop(key, None)) is not None:
+                task.cancel()
+        for source in sources:
+            if current.get(source.key) is source:
+                continue
+            if (task := self._tasks.pop(source.key, None)) is not None:
+                task.cancel()
+            state = self._states.get(source.key)
+            self._states[source.key] = (
+                replace(state, interval=source.interval)
+                if state is not None
+                else SourceState(key=source.key, interval=source.interval)
+            )
+            self._attempted.setdefault(source.key, asyncio.Event())
+            self.watch_progress(source)
+            self._start(source)
+        self.snapshot = Snapshot(dict(self._states))
+        if self.on_snapshot is not None:
+            self.on_snapshot(self.snapshot)

@@ -21,12 +21,19 @@ from exporter.clouds.aliyun.findings import (
 from exporter.clouds.aliyun.signing import ACS3Auth, default_nonce, utc_now
 from exporter.clouds.aliyun.source import SasImagesSource
 from exporter.clouds.client import ApiClient
-from exporter.clouds.http import RetryPolicy, TokenBucket
+from exporter.clouds.http import HttpLimits, RetryPolicy, TokenBucket
 from exporter.clouds.tencent.api import TcssClient
 from exporter.clouds.tencent.endpoints import tcss_host
 from exporter.clouds.tencent.signing import TC3Auth, utc_now_seconds
 from exporter.clouds.tencent.source import TcssImageDetailSource, TcssImagesSource
-from exporter.config import COLLECTORS, Account, AccountId, Config, ResolvedCredentials
+from exporter.config import (
+    COLLECTORS,
+    Account,
+    AccountId,
+    Config,
+    HttpSettings,
+    ResolvedCredentials,
+)
 from exporter.credentials import CredentialHolder
 from exporter.credentials.static import StaticProvider, Value
 from exporter.errors import ConfigError, ConfigProblem
@@ -39,6 +46,62 @@ from exporter.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 
+def http_limits(settings: HttpSettings) -> HttpLimits:
+    """The client-side bounds of the ``http:`` config section."""
+    return HttpLimits(
+        max_response_bytes=settings.max_response_bytes,
+        max_response_bytes_per_action=dict(settings.max_response_bytes_per_action),
+        request_deadline=settings.request_deadline,
+        retry_deadline=settings.retry_deadline,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_connections=settings.max_connections,
+    )
+
+
+class Pools:
+    """One ``httpx.AsyncClient`` per (provider, account, endpoint): a slow or failing endpoint
+    of one account exhausts only its own connections and pool timeouts, never another's.
+
+    Use as an async context manager; every client is closed on exit.
+    """
+
+    def __init__(self, limits: HttpLimits, headers: Mapping[str, str] | None = None) -> None:
+        self.limits = limits
+        self._headers = dict(headers or {})
+        self._clients: dict[tuple[str, str, str], httpx.AsyncClient] = {}
+
+    def client(self, provider: str, account: str, base_url: str) -> httpx.AsyncClient:
+        """The pool of (provider, account, endpoint), created on first use."""
+        ident = (provider, account, base_url)
+        client = self._clients.get(ident)
+        if client is None:
+            limits = self.limits
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(
+                    limits.read_timeout, connect=limits.connect_timeout, pool=limits.read_timeout
+                ),
+                limits=httpx.Limits(
+                    max_connections=limits.max_connections,
+                    max_keepalive_connections=limits.max_connections,
+                ),
+                headers=self._headers,
+            )
+            self._clients[ident] = client
+        return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def __aenter__(self) -> Pools:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
 @dataclass
 class Context:
     """What a collector factory gets: the account, its region and clients shared per pair."""
@@ -48,7 +111,7 @@ class Context:
     region: str
     credentials: CredentialHolder
     telemetry: Telemetry
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient | Pools
     clients: dict[tuple[str, str, str], object] = field(default_factory=dict)
     clock: Callable[[], float] = utc_now_seconds  # signing time, Unix seconds
 
@@ -60,7 +123,19 @@ class Context:
         return self.key(upstream) if upstream else None
 
     def retry(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.config.refresh.max_attempts)
+        return RetryPolicy(
+            max_attempts=self.config.refresh.max_attempts,
+            deadline=self.config.http.retry_deadline,
+        )
+
+    def limits(self) -> HttpLimits:
+        return self.http.limits if isinstance(self.http, Pools) else http_limits(self.config.http)
+
+    def pool(self, provider: str, base: str) -> httpx.AsyncClient:
+        """The HTTP client of this account and endpoint (a test's single client, if given one)."""
+        if isinstance(self.http, Pools):
+            return self.http.client(provider, self.account.name, base)
+        return self.http
 
     def filters(self) -> ImageFilter:
         """The account's image filters (``accounts[].images``)."""
@@ -95,16 +170,18 @@ def shared_client(
     ident = (cls.PROVIDER, ctx.account.name, ctx.region)
     client = ctx.clients.get(ident)
     if client is None:
+        base = base_url(ctx.account.endpoint_for(ctx.region), host)
         client = cls(
-            ctx.http,
+            ctx.pool(cls.PROVIDER, base),
             auth,
-            base_url=base_url(ctx.account.endpoint_for(ctx.region), host),
+            base_url=base,
             account=ctx.account.name,
             region=ctx.region,
             telemetry=ctx.telemetry,
             rate=ctx.account.rate_limit,
             retry=ctx.retry(),
             buckets=buckets,
+            limits=ctx.limits(),
         )
         ctx.clients[ident] = client
     assert isinstance(client, cls)
@@ -237,7 +314,7 @@ def build_sources(
     config: Config,
     credentials: Mapping[AccountId, ResolvedCredentials | CredentialHolder],
     telemetry: Telemetry,
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient | Pools,
     *,
     overrides: Mapping[str, bool] | None = None,
     clock: Callable[[], float] = utc_now_seconds,
@@ -248,6 +325,9 @@ def build_sources(
     ``credentials`` holds one holder per account, shared by all its sources (resolved static
     credentials are wrapped in one). ``clock`` (Unix seconds) dates the signatures. With
     ``shard``, only the (account, region) units this replica owns (exporter/sharding.py).
+
+    ``http`` is normally ``Pools`` (one connection pool per account and endpoint); a single
+    ``httpx.AsyncClient`` (tests, with a mock transport) serves every account.
     """
     problems = check_collectors(config, overrides)
     if problems:
@@ -258,7 +338,11 @@ def build_sources(
         names = enabled_collectors(config, account, overrides)
         ident = (account.provider, account.name)
         given = credentials[ident]
-        holder = given if isinstance(given, CredentialHolder) else static_holder(ident, given, http)
+        if isinstance(given, CredentialHolder):
+            holder = given
+        else:  # static credentials never fetch: the pool is only a formality
+            plain = http if isinstance(http, httpx.AsyncClient) else http.client(*ident, "static")
+            holder = static_holder(ident, given, plain)
         for region in account.regions:
             if shard is not None and not shard.owns(account.provider, account.name, region):
                 continue

@@ -487,9 +487,9 @@ async def test_malware_page_size_is_sent_as_a_string(clock: FakeClock) -> None:
     client = make_client(handler, telemetry, clock)
     source = SasMaliciousSource(skey("sas_malicious"), 900, client, depends_on=INVENTORY)
     await source.refresh(inventory())
-    assert PAGINATION[MALWARE].params(0) == {"CurrentPage": 1, "PageSize": "20"}
+    assert PAGINATION[MALWARE].params(0) == {"CurrentPage": 1, "PageSize": "100"}
     queries = [r.url.query.decode() for r in handler.requests]
-    assert queries and all("PageSize=20" in q for q in queries)
+    assert queries and all("PageSize=100" in q for q in queries)
     assert [p["CurrentPage"] for p in handler.params(MALWARE)] == ["1"]  # empty page: stop
 
 
@@ -497,16 +497,16 @@ async def test_bad_baseline_rows_are_counted_and_lose_nothing_else(clock: FakeCl
     rows = [
         baseline_row("identification", 1, 2, 3),
         baseline_row("weak_password", -1, 0, 0),  # negative count
-        baseline_row("ak_leak", 1, 1, 1) | {"MiddleRiskItemCount": None},  # null count
+        baseline_row("ak_leak", 1, 1, 1) | {"MiddleRiskItemCount": None},  # null: absent
         baseline_row("sshd_config", 2, 0, 1),
     ]
     handler = Sas(**{BASELINE: lambda params, request: ok(paged("BaselineResult", rows))})
     telemetry = Telemetry()
     source = baseline_source(make_client(handler, telemetry, clock), telemetry)
     data = await source.refresh(inventory(image(1)))
-    assert invalid_rows(telemetry, BASELINE) == 2
+    assert invalid_rows(telemetry, BASELINE) == 1
     values = {s.extra[0]: s.value for s in data.samples}
-    assert values == {"high": 3, "medium": 2, "low": 4}
+    assert values == {"high": 4, "medium": 2, "low": 5}
 
 
 async def test_bad_image_risk_rows_are_counted_and_lose_nothing_else(clock: FakeClock) -> None:
@@ -530,17 +530,19 @@ async def test_an_image_without_baseline_results_has_zero_risk_items(clock: Fake
 async def test_baseline_rows_repeated_across_pages_count_once(clock: FakeClock) -> None:
     def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
         # Page 2 repeats page 1's last row (the list shifted during the walk).
-        rows = [baseline_row(f"b{i}", 1, 0, 0) for i in range(20)] + [baseline_row("z", 0, 1, 0)]
+        size = int(params["PageSize"])
+        rows = [baseline_row(f"b{i}", 1, 0, 0) for i in range(size)] + [baseline_row("z", 0, 1, 0)]
         current = int(params["CurrentPage"])
-        chunk = rows[(current - 1) * 20 : current * 20] if current == 1 else rows[19:]
-        return ok(paged("BaselineResult", chunk, total=21))
+        chunk = rows[:size] if current == 1 else rows[size - 1 :]
+        return ok(paged("BaselineResult", chunk, total=size + 1))
 
     telemetry = Telemetry()
     rows = await describe_image_baseline_check_result(
         make_client(Sas(**{BASELINE: answer}), telemetry, clock), "uuid-1"
     )
-    assert len(rows) == 21
-    assert sum(r.high_risk_item_count for r in rows) == 20
+    size = PAGINATION[BASELINE].page_size
+    assert len(rows) == size + 1
+    assert sum(r.high_risk_item_count or 0 for r in rows) == size
 
 
 # -- per-image caching ------------------------------------------------------------------------
@@ -627,28 +629,47 @@ async def test_fan_out_is_rate_limited_by_the_clients_token_bucket(clock: FakeCl
     assert sum(clock.slept) == pytest.approx(2.4, abs=0.01)
 
 
-async def test_a_failed_lookup_fails_the_refresh_and_keeps_what_completed(
-    clock: FakeClock,
-) -> None:
-    broken = {"uuid-3"}
-
+def flaky_baseline(broken: set[str]) -> Callable[[dict[str, str], httpx.Request], httpx.Response]:
     def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
         if params["ImageUuid"] in broken:
             return httpx.Response(500, json={"Code": "ServerError", "Message": "ServerError"})
         return baseline_answer(params, request)
 
+    return answer
+
+
+async def test_a_failed_lookup_keeps_the_images_last_good_detail(clock: FakeClock) -> None:
+    broken: set[str] = set()
     telemetry = Telemetry()
-    client = make_client(Sas(**{BASELINE: answer}), telemetry, clock)
+    client = make_client(Sas(**{BASELINE: flaky_baseline(broken)}), telemetry, clock)
+    source = baseline_source(client, telemetry, concurrency=2)
+    first = await source.refresh(inventory(*[image(i) for i in range(6)]))
+    broken.add("uuid-3")
+    rescanned = [image(i, marker="m1") for i in range(6)]  # every image needs a new lookup
+    data = await source.refresh(inventory(*rescanned))
+    assert data.samples == first.samples  # uuid-3 kept its last good counts
+    assert source.details.failed == 1
+    labels = skey("sas_baseline").labels()
+    assert telemetry.value("imagesec_detail_lookup_failures", labels) == 1
+    assert set(source.details.cache) == {(f"uuid-{i}", "m1") for i in range(6) if i != 3}
+
+
+async def test_most_lookups_failing_fails_the_refresh_and_keeps_what_completed(
+    clock: FakeClock,
+) -> None:
+    broken = {f"uuid-{i}" for i in range(2, 6)}
+    telemetry = Telemetry()
+    client = make_client(Sas(**{BASELINE: flaky_baseline(broken)}), telemetry, clock)
     source = baseline_source(client, telemetry, concurrency=1)
     refs = [image(i) for i in range(6)]
     with pytest.raises(UpstreamError) as err:  # the error itself, not an ExceptionGroup
         await source.refresh(inventory(*refs))
     assert err.value.code == "ServerError"
-    assert set(source.details.cache) == {(f"uuid-{i}", "m0") for i in range(3)}
+    assert set(source.details.cache) == {(f"uuid-{i}", "m0") for i in range(2)}
     broken.clear()
     before = api_requests(telemetry, BASELINE)
     data = await source.refresh(inventory(*refs))
-    assert api_requests(telemetry, BASELINE) - before == 3
+    assert api_requests(telemetry, BASELINE) - before == 4
     assert len(data.samples) == 18
 
 

@@ -88,3 +88,30 @@ async def test_random_faults_never_crash_a_refresh_or_break_the_exposition() -> 
         timeout=30,
     )
     assert result.returncode == 0 and result.stdout + result.stderr == b"", result
+
+
+async def test_hostile_answers_at_random_never_spread_or_grow_memory() -> None:
+    """The short soak of issue 9: a hostile account cycling through every hostile answer beside
+    healthy ones (bench/soak_hostile.py is the long version, with scrapes over HTTP)."""
+    import random
+
+    from tests.hostile import MODES
+    from tests.test_hostile import RSS_BOUND, RssPeak, promtool_clean, rig
+
+    rng = random.Random(3)
+    modes = [m for m in MODES if m not in ("slow", "healthy")]
+    async with rig("aliyun", request_deadline="1s", retry_deadline="2s") as r:
+        with RssPeak() as memory:
+            for _ in range(8):
+                mode = rng.choice(modes)
+                r.hostile.set(mode)
+                snapshot = await r.run()
+                r.assert_healthy_current(snapshot)
+        failures = r.telemetry.values("imagesec_refresh_failures")
+        assert not [labels for labels in failures if labels[-1] == "internal"]
+        assert memory.peak - memory.start < RSS_BOUND
+        r.hostile.set("healthy")
+        await r.run()
+        recovered = await r.run()
+        assert all(s.up for s in recovered.sources.values())
+        promtool_clean(r.store.scrape(accept_gzip=False))

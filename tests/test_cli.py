@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -73,7 +74,8 @@ def test_once_demo_prints_both_clouds_and_exits_0() -> None:
         "imagesec_credential_refresh_failures",
         "imagesec_credential_expiry_timestamp_seconds",
     }
-    assert set(CATALOGUE) - errors <= names(out) <= set(CATALOGUE)
+    served = {name for name in CATALOGUE if name.startswith(("imagesec_http_", "imagesec_config_"))}
+    assert set(CATALOGUE) - errors - served <= names(out) <= set(CATALOGUE)
 
 
 def test_once_exits_non_zero_when_a_source_fails_and_still_prints(tmp_path) -> None:
@@ -219,6 +221,127 @@ def test_bad_or_busy_listen_address_is_a_clear_error() -> None:
         result = run("--demo", "--web.listen-address", f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample of ``name`` whose labels include ``labels``, else None."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_sighup_and_reload_endpoint_reload_the_config_and_keep_the_others_data(tmp_path) -> None:
+    from exporter.simulator import Simulator, SimulatorServer
+
+    with SimulatorServer(Simulator(), "tencent") as tcss:
+
+        def account(name: str) -> str:
+            return (
+                f"  - {{name: {name}, provider: tencent, regions: [ap-guangzhou], "
+                f"endpoint: 'http://{tcss.address}'}}\n"
+            )
+
+        config = tmp_path / "c.yml"
+        config.write_text("accounts:\n" + account("t"))
+        port = free_port()
+        env = {
+            **os.environ,
+            "TENCENTCLOUD_SECRET_ID": simulator.DEMO_TENCENT_SECRET_ID,
+            "TENCENTCLOUD_SECRET_KEY": simulator.DEMO_TENCENT_SECRET_KEY,
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def scrape() -> str:
+            try:
+                return httpx.get(url, timeout=5).text
+            except httpx.HTTPError:
+                return ""
+
+        def until(condition, deadline: float = 30) -> str:
+            end = time.monotonic() + deadline
+            while time.monotonic() < end:
+                text = scrape()
+                if condition(text):
+                    return text
+                time.sleep(0.1)
+            raise AssertionError(f"condition not met; last scrape:\n{scrape()[-3000:]}")
+
+        def up(text: str, name: str) -> float | None:
+            return metric(text, "imagesec_up", account=name, source="tcss_images")
+
+        try:
+            until(lambda t: up(t, "t") == 1.0)
+            config.write_text("accounts:\n" + account("t") + account("t2"))
+            proc.send_signal(signal.SIGHUP)
+            text = until(lambda t: up(t, "t2") == 1.0)
+            assert up(text, "t") == 1.0
+            assert metric(text, "imagesec_config_last_reload_successful", file="config") == 1.0
+
+            config.write_text("accounts: [oops]\n")
+            proc.send_signal(signal.SIGHUP)
+            text = until(
+                lambda t: metric(t, "imagesec_config_last_reload_successful", file="config") == 0
+            )
+            assert up(text, "t") == 1.0 and up(text, "t2") == 1.0  # the running config stays
+
+            config.write_text("accounts:\n" + account("t2"))
+            response = httpx.post(f"http://127.0.0.1:{port}/-/reload", timeout=30)
+            assert response.status_code == 200, response.text
+            text = scrape()
+            assert up(text, "t") is None and up(text, "t2") == 1.0
+            assert metric(text, "imagesec_config_last_reload_successful", file="config") == 1.0
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        assert b"config reload failed" in err and b"Traceback" not in err
+
+
+def test_systemd_socket_activation_serves_on_the_passed_socket() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port, fd = listener.getsockname()[1], listener.fileno()
+        # What systemd does: the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID of the service.
+        launcher = (
+            f"import os, sys; os.dup2({fd}, 3); "
+            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+        )
+        args = ["-m", "exporter", "--demo", "--web.systemd-socket"]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, *args],
+            pass_fds=(fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            status = 0
+            while time.monotonic() < deadline and status != 200:
+                try:
+                    status = httpx.get(f"http://127.0.0.1:{port}/-/healthy", timeout=2).status_code
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+    assert status == 200, err.decode()[-2000:]
+    assert proc.returncode == 0, err.decode()[-2000:]
 
 
 def test_version_names_python_platform_and_revision() -> None:

@@ -107,6 +107,7 @@ def test_service_servicemonitor_and_container_ports_agree() -> None:
     assert f"--web.listen-address=:{container_port['containerPort']}" in _container()["args"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert _container()[probe]["httpGet"]["port"] == container_port["name"]
+    assert "--web.probes-without-auth" in _container()["args"]  # probes send no password
     assert _container()["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     assert _container()["readinessProbe"]["httpGet"]["path"] == "/-/ready"
 

@@ -134,7 +134,7 @@ def test_entrypoint_cmd_and_port() -> None:
     assert _exec_form("CMD") == ["--config.file=/etc/imagesec-exporter/config.yml"]
     assert _final("EXPOSE") == [str(DEFAULT_PORT)]
     command, url = _healthcheck()
-    assert command[:2] == ["python", "-c"]
+    assert command == ["python", "-m", "exporter.healthcheck"]
     assert url == f"http://127.0.0.1:{DEFAULT_PORT}/-/healthy"
 
 
@@ -234,3 +234,50 @@ def test_healthcheck_passes_against_the_running_demo(demo: str) -> None:
 
 def test_healthcheck_fails_when_nothing_listens() -> None:
     assert _run_healthcheck(f"http://127.0.0.1:{_free_port()}/-/healthy") != 0
+
+
+def _image_env() -> dict[str, str]:
+    (env,) = _final("ENV")
+    return dict(pair.split("=", 1) for pair in shlex.split(env.replace("\\\n", " ")))
+
+
+def test_healthcheck_passes_with_tls_and_basic_auth_on(tmp_path: Path) -> None:
+    """The image's HEALTHCHECK and ENV against the exporter with TLS and basic auth on."""
+    import bcrypt
+    import httpx
+
+    from tests.webtls import make_pki
+
+    pki = make_pki(tmp_path)
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"
+        f"basic_auth_users:\n  prom: '{hashed}'\n"
+    )
+    port = _free_port()
+    env = {**os.environ, **_image_env()}
+    assert env["IMAGESEC_WEB_PROBES_WITHOUT_AUTH"] == "true"
+    process = subprocess.Popen(
+        [
+            str(BIN / _exec_form("ENTRYPOINT")[0]),
+            "--demo",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.config.file={web}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        url = f"https://127.0.0.1:{port}/-/healthy"
+        deadline = time.monotonic() + 15
+        while _run_healthcheck(url) != 0:
+            assert time.monotonic() < deadline, "HEALTHCHECK still failing 15 s after start"
+            time.sleep(0.3)
+        metrics = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=False, timeout=5)
+        assert metrics.status_code == 401  # auth is on; only the probes are exempt
+        assert _run_healthcheck(f"http://127.0.0.1:{port}/-/healthy") != 0  # TLS is on
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

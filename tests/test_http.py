@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import gzip
 import random
-from collections.abc import Mapping
+import zlib
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
-from exporter.clouds.http import Page, PageSpec, RetryPolicy, TokenBucket, call_with_retry, paginate
-from exporter.errors import AuthError, PayloadError, ThrottledError, UpstreamError
+from exporter.clouds.http import (
+    Page,
+    PageSpec,
+    RetryPolicy,
+    TokenBucket,
+    call_with_retry,
+    paginate,
+    read_capped,
+)
+from exporter.errors import (
+    AuthError,
+    PayloadError,
+    ResponseTooLarge,
+    ThrottledError,
+    UpstreamError,
+)
 from tests.conftest import FakeClock
 
 
@@ -58,17 +74,68 @@ async def test_page_cap_bounds_a_runaway_walk() -> None:
     rows = await paginate(fetch, PageSpec(page_size=1, max_pages=5))
     assert rows == [1, 2, 3, 4, 5]
     assert calls == 5
+    assert rows.truncated == "page_cap"  # the exporter says the list is incomplete
 
 
-async def test_duplicates_dropped_by_key_and_changing_total_fails() -> None:
+async def test_duplicates_dropped_by_key() -> None:
     data = {1: ([1, 2], 4), 2: ([2, 3], 4)}
 
     async def fetch(params: Mapping[str, object]) -> Page[int]:
         rows, total = data[int(str(params["CurrentPage"]))]
         return Page(rows, total)
 
-    assert await paginate(fetch, PageSpec(page_size=2), key=lambda r: r) == [1, 2, 3]
-    data[2] = ([3, 4], 5)
+    rows = await paginate(fetch, PageSpec(page_size=2), key=lambda r: r)
+    assert rows == [1, 2, 3] and not rows.truncated
+
+
+async def test_a_shifted_total_rereads_the_previous_page_and_carries_on() -> None:
+    fleet = [1, 2, 3, 4, 5, 6]
+    seen: list[int] = []
+
+    async def fetch(params: Mapping[str, object]) -> Page[int]:
+        page = int(str(params["CurrentPage"]))
+        seen.append(page)
+        if seen == [1, 2]:
+            fleet.remove(1)  # removed after page 1 was read: 3 slides back onto page 1
+        return Page(fleet[(page - 1) * 2 : page * 2], len(fleet))
+
+    rows = await paginate(fetch, PageSpec(page_size=2), key=lambda r: r)
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6]
+    assert seen == [1, 2, 1, 3] and not rows.truncated
+
+
+async def test_rows_missed_by_a_shift_make_the_walk_truncated() -> None:
+    fleet = list(range(10))
+
+    async def fetch(params: Mapping[str, object]) -> Page[int]:
+        page = int(str(params["CurrentPage"]))
+        total = 10 if page == 1 else 11  # an 11th row appears but is never listed
+        return Page(fleet[(page - 1) * 2 : page * 2], total)
+
+    rows = await paginate(fetch, PageSpec(page_size=2), key=lambda r: r)
+    assert sorted(rows) == fleet and rows.truncated == "shifting"
+
+
+async def test_removals_larger_than_a_page_reread_enough_pages() -> None:
+    fleet = list(range(10))
+    seen: list[int] = []
+
+    async def fetch(params: Mapping[str, object]) -> Page[int]:
+        page = int(str(params["CurrentPage"]))
+        seen.append(page)
+        if len(seen) == 3:
+            del fleet[0:3]  # 4 slides back two pages, past the page just read
+        return Page(fleet[(page - 1) * 2 : page * 2], len(fleet))
+
+    rows = await paginate(fetch, PageSpec(page_size=2), key=lambda r: r)
+    assert sorted(rows) == list(range(10)) and seen[:5] == [1, 2, 3, 2, 1]
+
+
+async def test_a_total_that_never_settles_fails() -> None:
+    async def fetch(params: Mapping[str, object]) -> Page[int]:
+        page = int(str(params["CurrentPage"]))
+        return Page([page * 10, page * 10 + 1], 1000 + page)
+
     with pytest.raises(PayloadError, match="TotalCount changed"):
         await paginate(fetch, PageSpec(page_size=2))
 
@@ -116,7 +183,93 @@ async def test_retries_give_up_after_max_attempts(clock: FakeClock) -> None:
 
     with pytest.raises(ThrottledError):
         await call_with_retry(throttled, RetryPolicy(max_attempts=3), sleep=clock.sleep)
+    assert len(clock.slept) == 8  # throttling: three times max_attempts
+
+    async def failing() -> str:
+        raise UpstreamError("boom", code="http_5xx")
+
+    clock.slept.clear()
+    with pytest.raises(UpstreamError):
+        await call_with_retry(failing, RetryPolicy(max_attempts=3), sleep=clock.sleep)
     assert len(clock.slept) == 2
+
+
+async def test_every_retry_path_has_a_total_deadline(clock: FakeClock) -> None:
+    async def throttled() -> str:
+        raise ThrottledError("slow down", code="Throttling.User", retry_after=4.0)
+
+    policy = RetryPolicy(max_attempts=10, max_delay=5.0, deadline=10.0)
+    with pytest.raises(ThrottledError):
+        await call_with_retry(throttled, policy, sleep=clock.sleep, clock=clock)
+    assert sum(clock.slept) <= 10.0 and len(clock.slept) == 2
+
+
+def test_the_bucket_halves_its_pace_when_throttled_and_recovers_additively() -> None:
+    bucket = TokenBucket(10.0)
+    for _ in range(3):
+        bucket.throttled()
+    assert bucket.rate == 1.25
+    for _ in range(20):
+        bucket.throttled()
+    assert bucket.rate == 10.0 / 64  # floor
+    for _ in range(5):
+        bucket.succeeded()
+    assert bucket.rate == pytest.approx(10.0 / 64 + 5.0)
+    for _ in range(20):
+        bucket.succeeded()
+    assert bucket.rate == 10.0
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def endless(part: bytes) -> AsyncIterator[bytes]:
+    while True:
+        yield part
+
+
+async def test_read_capped_passes_bodies_within_the_cap() -> None:
+    body = b'{"a": 1}' * 100
+    assert await read_capped(chunks(body[:10], body[10:]), "", len(body)) == body
+    assert await read_capped(chunks(gzip.compress(body)), "gzip", len(body)) == body
+    assert await read_capped(chunks(zlib.compress(body)), "deflate", len(body)) == body
+
+
+async def test_read_capped_stops_an_endless_body_at_the_cap() -> None:
+    with pytest.raises(ResponseTooLarge) as caught:
+        await read_capped(endless(b"x" * 65536), "", 1_000_000, "DescribeImageInstances")
+    assert caught.value.code == "response_too_large" and not caught.value.retryable
+
+
+def gzip_bomb(megabytes: int) -> bytes:
+    """A gzip body of a few KB per inflated MB of zeros (built without holding the zeros)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    return b"".join(packer.compress(zeros) for _ in range(megabytes)) + packer.flush()
+
+
+async def test_read_capped_bounds_decompression_of_a_gzip_bomb() -> None:
+    bomb = gzip_bomb(50)
+    assert len(bomb) < 100_000
+    with pytest.raises(ResponseTooLarge):
+        await read_capped(chunks(bomb), "gzip", 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("parts", "encoding"),
+    [
+        ((gzip.compress(b"x" * 1000)[:-12],), "gzip"),  # truncated
+        ((b"not gzip at all",), "gzip"),
+        ((b"{}",), "br"),
+    ],
+)
+async def test_read_capped_rejects_broken_encodings_as_payload_errors(
+    parts: tuple[bytes, ...], encoding: str
+) -> None:
+    with pytest.raises(PayloadError):
+        await read_capped(chunks(*parts), encoding, 1_000_000)
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:

@@ -89,3 +89,14 @@ def test_links_and_demo_banner() -> None:
 def test_everything_from_the_network_is_escaped() -> None:
     page = render(snapshot(), NOW).decode()
     assert "<b>Throttling</b>" not in page and "&lt;b&gt;Throttling&lt;/b&gt;" in page
+
+
+def test_incomplete_and_expired_sources_say_so() -> None:
+    from dataclasses import replace
+
+    base = source("cn-shanghai", "sas_images", "up")
+    partial = replace(base, data=SourceData(truncated="max_images"))
+    expired = replace(source("cn-shanghai", "sas_baseline", "down", "x"), expired=True, data=None)
+    page = render(Snapshot({partial.key: partial, expired.key: expired}), NOW).decode()
+    assert "✓ up (incomplete: max_images)" in page
+    assert "✗ down (data expired)" in page

@@ -131,3 +131,69 @@ async def test_run_loops_each_source_on_its_interval() -> None:
 def test_duplicate_sources_are_a_bug() -> None:
     with pytest.raises(ValueError):
         Refresher([FakeSource("x"), FakeSource("x")], telemetry=Telemetry())
+
+
+async def test_reconfigure_keeps_unchanged_sources_and_the_last_good_data_of_changed_ones(
+    clock: FakeClock,
+) -> None:
+    kept, changed, removed = (
+        FakeSource("sas_images"),
+        FakeSource("sas_image_risk"),
+        FakeSource("sas_malicious"),
+    )
+    refresher = Refresher([kept, changed, removed], telemetry=Telemetry(), clock=clock)
+    published: list[object] = []
+    refresher.on_snapshot = published.append
+    task = asyncio.create_task(refresher.run())
+    try:
+        async with asyncio.timeout(10):
+            while not refresher.snapshot.ready():
+                await asyncio.sleep(0.01)
+        before = refresher.snapshot
+        replacement, added = FakeSource("sas_image_risk"), FakeSource("sas_baseline")
+        replacement.interval, replacement.hang = 120.0, True
+        refresher.reconfigure([kept, replacement, added], timeout=30)
+        after = refresher.snapshot
+        assert published[-1] is after
+        assert set(after.sources) == {kept.key, changed.key, added.key}
+        assert after.sources[changed.key].data == before.sources[changed.key].data
+        assert after.sources[changed.key].interval == 120.0
+        assert after.sources[kept.key] == before.sources[kept.key]
+        async with asyncio.timeout(10):
+            while not refresher.snapshot.sources[added.key].attempted:
+                await asyncio.sleep(0.01)
+        assert len(kept.upstreams) == 1  # its loop was not restarted
+        assert len(replacement.upstreams) == 1  # the new object refreshes at once
+        assert removed.key not in refresher.snapshot.sources
+        with pytest.raises(ValueError):
+            refresher.reconfigure([kept, kept])
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_last_good_data_older_than_max_age_is_dropped_visibly(clock: FakeClock) -> None:
+    source = FakeSource("sas_images")
+    refresher = Refresher([source], telemetry=Telemetry(), clock=clock, max_age=600)
+    await refresher.run_once()
+    source.outcome = AuthError("denied", code="InvalidAccessKeyId")
+    clock.advance(600)
+    kept = (await refresher.run_once()).sources[source.key]
+    assert kept.data is not None and not kept.expired  # exactly max_age old: still served
+    clock.advance(1)
+    dropped = (await refresher.run_once()).sources[source.key]
+    assert dropped.data is None and dropped.expired and not dropped.up
+    source.outcome = SourceData(images=(ImageRef(IMAGE, "u1", "m1"),))
+    back = (await refresher.run_once()).sources[source.key]
+    assert back.up and back.data is not None and not back.expired
+
+
+def test_max_age_shorter_than_an_interval_is_a_config_error() -> None:
+    from exporter.config import parse_config
+    from exporter.errors import ConfigError
+
+    account = {"name": "a", "provider": "tencent", "regions": ["ap-guangzhou"]}
+    parse_config({"accounts": [account], "refresh": {"max_age": "1h"}})
+    with pytest.raises(ConfigError, match="max_age"):
+        parse_config({"accounts": [account], "refresh": {"max_age": "1m"}})

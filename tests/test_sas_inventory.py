@@ -152,16 +152,16 @@ async def test_signed_post_with_query_params_and_empty_body(clock: FakeClock) ->
     assert request.headers["x-acs-action"] == ACTION
     assert request.headers["x-acs-version"] == "2018-12-03"
     assert request.headers["authorization"].startswith("ACS3-HMAC-SHA256 Credential=testid,")
-    assert request.url.params["PageSize"] == "20"
+    assert request.url.params["PageSize"] == "100"  # the largest page the API accepts
     # The endpoint selects the site; RegionId would filter some actions by the image's region.
     assert "RegionId" not in request.url.params
 
 
 async def test_pages_until_total_and_counts_requests(clock: FakeClock) -> None:
-    handler = Sas(fleet(45))
+    handler = Sas(fleet(245))
     telemetry = Telemetry()
     rows = await describe_image_instances(make_client(handler, telemetry, clock))
-    assert [r.uuid for r in rows] == [f"uuid-{i}" for i in range(45)]
+    assert [r.uuid for r in rows] == [f"uuid-{i}" for i in range(245)]
     assert [int(r.url.params["CurrentPage"]) for r in handler.requests] == [1, 2, 3]
     assert telemetry.value("imagesec_api_requests", LABELS) == 3
 
@@ -223,8 +223,9 @@ def _timeout(current: int, request: httpx.Request) -> httpx.Response:
 
 
 def _total_changes(current: int, request: httpx.Request) -> httpx.Response:
-    rows = [row(i + (current - 1) * 20) for i in range(20)]
-    return httpx.Response(200, json=page(rows, 50 + current, current))
+    # A total that never settles: every page claims a different one.
+    rows = [row(i + (current - 1) * 100) for i in range(100)]
+    return httpx.Response(200, json=page(rows, 1050 + current, current))
 
 
 BAD_ANSWERS: dict[

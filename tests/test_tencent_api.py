@@ -259,8 +259,9 @@ async def test_throttling_that_never_ends_raises_throttled_error(clock: FakeCloc
     telemetry = Telemetry()
     with pytest.raises(ThrottledError):
         await describe_asset_image_list(make_client(handler, telemetry, clock))
-    assert len(handler.requests) == 3
-    assert errors(telemetry) == {"RequestLimitExceeded": 3}
+    # Throttling gets three times the attempts of other errors (the pace halves meanwhile).
+    assert len(handler.requests) == 9
+    assert errors(telemetry) == {"RequestLimitExceeded": 9}
 
 
 @pytest.mark.parametrize(
@@ -346,7 +347,6 @@ async def test_timeout_is_upstream_error_with_code_timeout(clock: FakeClock) -> 
         (ok({"TotalCount": 3}), "no List"),
         (ok({"List": None, "TotalCount": 0}), "null List"),
         (ok({"List": [info(1)], "TotalCount": "many"}), "string TotalCount"),
-        (httpx.Response(200, text="<html>oops</html>"), "not JSON"),
         (httpx.Response(200, json={"List": [], "TotalCount": 0}), "no Response"),
         (httpx.Response(200, json={"Response": []}), "Response not an object"),
         (httpx.Response(200, json={"Response": {"Error": "boom"}}), "malformed Error"),
@@ -362,6 +362,16 @@ async def test_bad_envelopes_are_payload_errors(
     assert caught.value.code == "bad_payload", what
     assert len(handler.requests) == 1, what
     assert errors(telemetry) == {"bad_payload": 1}, what
+
+
+async def test_an_answer_that_is_not_json_is_retried_like_a_5xx(clock: FakeClock) -> None:
+    handler = Tcss(DescribeAssetImageList=sequence(httpx.Response(200, text="<html>oops</html>")))
+    telemetry = Telemetry()
+    with pytest.raises(PayloadError) as caught:
+        await describe_asset_image_list(make_client(handler, telemetry, clock))
+    assert caught.value.code == "bad_payload" and caught.value.retryable
+    assert len(handler.requests) == 3
+    assert errors(telemetry) == {"bad_payload": 3}
 
 
 @pytest.mark.parametrize(
@@ -492,15 +502,36 @@ async def test_clients_sharing_buckets_wait_for_each_other(clock: FakeClock) -> 
     assert clock.slept
 
 
-async def test_total_count_changing_mid_walk_fails_and_is_counted(clock: FakeClock) -> None:
-    rows = [info(i) for i in range(150)]
+async def test_total_count_that_never_settles_fails_and_is_counted(clock: FakeClock) -> None:
+    rows = [info(i) for i in range(2000)]
 
     def drifting(params: dict[str, Any], request: httpx.Request) -> httpx.Response:
         offset, limit = params["Offset"], params["Limit"]
-        return ok({"List": rows[offset : offset + limit], "TotalCount": 150 + offset})
+        return ok({"List": rows[offset : offset + limit], "TotalCount": 2000 + offset})
 
     telemetry = Telemetry()
     client = make_client(Tcss(**{LIST: drifting}), telemetry, clock)
     with pytest.raises(PayloadError, match="TotalCount changed"):
         await describe_asset_image_list(client)
     assert errors(telemetry) == {"bad_payload": 1}
+
+
+async def test_an_image_removed_mid_walk_is_not_lost(clock: FakeClock) -> None:
+    fleet = [info(i) for i in range(250)]
+    listed = {r["ImageID"] for r in fleet}
+    calls = []
+
+    def shrinking(params: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        offset, limit = params["Offset"], params["Limit"]
+        calls.append(offset)
+        if len(calls) == 2:  # image 3 is deleted after the first page was read
+            del fleet[3]
+        return ok({"List": fleet[offset : offset + limit], "TotalCount": len(fleet)})
+
+    rows = await describe_asset_image_list(
+        make_client(Tcss(**{LIST: shrinking}), Telemetry(), clock)
+    )
+    # Image 100 slid back onto page 1 and is found by re-reading it; image 3, seen before it
+    # went, is kept for this pass.
+    assert {r.image_id for r in rows} == listed and len(rows) == 250
+    assert calls == [0, 100, 0, 200] and not rows.truncated

@@ -7,19 +7,39 @@ is decoded or mapped onto the error tree (``_decode``); everything else lives he
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from exporter.clouds.http import Page, PageSpec, RetryPolicy, TokenBucket, call_with_retry, paginate
-from exporter.errors import PayloadError, SourceError, UpstreamError
+from exporter.clouds.http import (
+    ACCEPT_ENCODING,
+    HttpLimits,
+    Page,
+    PageSpec,
+    RetryPolicy,
+    Rows,
+    TokenBucket,
+    call_with_retry,
+    paginate,
+    read_capped,
+)
+from exporter.errors import PayloadError, SourceError, ThrottledError, UpstreamError
+from exporter.normalise import clean_label
 from exporter.telemetry import Telemetry
+
+# What parsing hostile JSON can raise besides ValueError: 100k-deep nesting (RecursionError),
+# numbers past float range (OverflowError), a body too big to build (MemoryError).
+PARSE_ERRORS = (ValueError, TypeError, RecursionError, OverflowError, MemoryError)
+
+# Headers that described the body on the wire; the buffered answer is already decoded.
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -28,7 +48,7 @@ M = TypeVar("M", bound=BaseModel)
 def parse_rows(
     model: type[M],
     rows: Iterable[object],
-    on_invalid: Callable[[object, ValidationError | TypeError], None],
+    on_invalid: Callable[[object, Exception], None],
 ) -> list[M]:
     """Validate each row; report and skip the ones that do not fit ``model``."""
     parsed: list[M] = []
@@ -37,9 +57,39 @@ def parse_rows(
             if not isinstance(row, dict):
                 raise TypeError(f"row is {type(row).__name__}, not an object")
             parsed.append(model.model_validate(row))
-        except (ValidationError, TypeError) as err:
+        except PARSE_ERRORS as err:  # ValidationError is a ValueError
             on_invalid(row, err)
     return parsed
+
+
+def connection_cause(err: BaseException) -> dict[str, object]:
+    """What broke a connection, from the exception chain: errno, TLS reason, the innermost type."""
+    found: dict[str, object] = {}
+    seen: set[int] = set()
+    node: BaseException | None = err
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, OSError) and node.errno is not None and "errno" not in found:
+            found["errno"] = errno_name(node.errno)
+        reason = getattr(node, "reason", None)
+        if isinstance(reason, str) and "tls_reason" not in found:
+            found["tls_reason"] = reason
+        found["cause"] = type(node).__name__
+        node = node.__cause__ or node.__context__
+    return found
+
+
+def _request_id(answer: object) -> str:
+    value = answer.get("RequestId") if isinstance(answer, dict) else None
+    return clean_label(value[:65], 64) if isinstance(value, str) else ""
+
+
+async def _replay(content: bytes) -> AsyncIterator[bytes]:
+    yield content
+
+
+def errno_name(number: int) -> str:
+    return errno.errorcode.get(number, str(number))
 
 
 class ApiClient:
@@ -69,6 +119,7 @@ class ApiClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         buckets: dict[str, TokenBucket] | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
         """Create a client.
 
@@ -78,6 +129,7 @@ class ApiClient:
             rate: requests per second and action; ``DEFAULT_RATE`` when None.
             clock: the rate limiter's clock; tests pair it with ``sleep``.
             buckets: rate limiters by action, to share with other clients.
+            limits: response size caps and the whole-request deadline.
         """
         self._http = http
         self._auth = auth
@@ -91,7 +143,16 @@ class ApiClient:
         self._clock = clock
         self._rng = rng or random.Random()
         self._buckets = buckets if buckets is not None else {}
+        self._limits = limits or HttpLimits()
         self._log = logging.getLogger(type(self).__module__)
+
+    def _context(self, action: str) -> dict[str, object]:
+        return {
+            "provider": self.PROVIDER,
+            "account": self.account,
+            "region": self.region,
+            "action": action,
+        }
 
     def _labels(self, action: str) -> tuple[str, str, str, str]:
         return (self.PROVIDER, self.account, self.region, action)
@@ -114,20 +175,31 @@ class ApiClient:
             await self._bucket(action).acquire()
             return await self._send(action, params)
 
-        return await call_with_retry(once, self._retry, sleep=self._sleep, rng=self._rng)
+        return await call_with_retry(
+            once,
+            self._retry,
+            sleep=self._sleep,
+            rng=self._rng,
+            clock=self._clock,
+            context=self._context(action),
+        )
 
     async def call_model(self, action: str, params: Mapping[str, object], model: type[M]) -> M:
         """Call ``action`` and validate its answer against ``model`` (else PayloadError)."""
         body = await self.call(action, params)
         try:
             return model.model_validate(body)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(map(str, first["loc"]))
+        except PARSE_ERRORS as err:
+            if isinstance(err, ValidationError):
+                first = err.errors()[0]
+                where = ".".join(map(str, first["loc"]))
+                detail = f"at {clean_label(where, 80)}: {first['msg']}"
+            else:
+                detail = type(err).__name__
             failure = PayloadError(
-                f"{action}: unexpected answer at {where}: {first['msg']}",
+                f"{action}: unexpected answer {detail}",
                 provider=self.PROVIDER,
-                request_id=str(body.get("RequestId") or ""),
+                request_id=clean_label(str(body.get("RequestId") or ""), 64),
             )
             self.count_error(action, failure)
             raise failure from None
@@ -138,7 +210,7 @@ class ApiClient:
         fetch: Callable[[Mapping[str, object]], Awaitable[Page[T]]],
         spec: PageSpec,
         key: Callable[[T], Hashable] | None = None,
-    ) -> list[T]:
+    ) -> Rows[T]:
         """Paginate ``action``; errors of the walk itself (a shifting total) count as its errors."""
         try:
             return await paginate(fetch, spec, key=key)
@@ -154,36 +226,89 @@ class ApiClient:
         """The answer's object; raises the mapped ``SourceError`` if it carries an error."""
         raise NotImplementedError
 
+    async def _exchange(
+        self, action: str, request: httpx.Request, auth: httpx.Auth
+    ) -> httpx.Response:
+        """Send ``request`` and read its answer within the deadline and the size cap.
+
+        The body is streamed and decoded here (``read_capped``), never by httpx, so neither
+        an endless body nor a gzip bomb can grow past the cap; the connection is released
+        whatever happens. The answer comes back buffered and already decoded.
+        """
+        host = request.url.host
+        try:
+            async with asyncio.timeout(self._limits.request_deadline):
+                response = await self._http.send(request, auth=auth, stream=True)
+                try:
+                    if response.is_stream_consumed:  # an in-memory answer (MockTransport)
+                        raw, encoding = _replay(response.content), ""
+                    else:
+                        raw = response.aiter_raw()
+                        encoding = response.headers.get("content-encoding", "")
+                    body = await read_capped(raw, encoding, self._limits.cap(action), action)
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException) as err:
+            what = type(err).__name__ if isinstance(err, httpx.TimeoutException) else "deadline"
+            raise UpstreamError(
+                f"{action} timed out ({what}) host={host}", provider=self.PROVIDER, code="timeout"
+            ) from err
+        except httpx.HTTPError as err:
+            cause = connection_cause(err)
+            detail = " ".join(f"{k}={v}" for k, v in cause.items())
+            raise UpstreamError(
+                f"{action} failed: {type(err).__name__} host={host} {detail}",
+                provider=self.PROVIDER,
+                code="connect",
+            ) from err
+        headers = [(k, v) for k, v in response.headers.multi_items() if k not in _WIRE_HEADERS]
+        return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+
     async def _send(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
         # Credentials that cannot be had (CredentialError, an AuthError) fail the call before
         # any request is sent or counted.
         auth = self._auth if isinstance(self._auth, httpx.Auth) else await self._auth()
         request = self._request(action, params)
+        request.headers["accept-encoding"] = ACCEPT_ENCODING
         self._telemetry.inc("imagesec_api_requests", self._labels(action))
+        started = time.monotonic()
+        bucket = self._bucket(action)
         try:
+            response = await self._exchange(action, request, auth)
             try:
-                response = await self._http.send(request, auth=auth)
-            except httpx.TimeoutException as err:
-                raise UpstreamError(
-                    f"{action} timed out", provider=self.PROVIDER, code="timeout"
-                ) from err
-            except httpx.HTTPError as err:
-                raise UpstreamError(
-                    f"{action} failed: {type(err).__name__}", provider=self.PROVIDER, code="connect"
-                ) from err
-            return self._decode(action, response)
+                answer = self._decode(action, response)
+            finally:
+                if self._log.isEnabledFor(logging.DEBUG):
+                    self._log.debug(
+                        "api request",
+                        extra={
+                            **self._context(action),
+                            "status": response.status_code,
+                            "latency": round(time.monotonic() - started, 4),
+                            "bytes": len(response.content),
+                            "request_id": _request_id(locals().get("answer")),
+                        },
+                    )
         except SourceError as err:
+            err.provider = err.provider or self.PROVIDER
+            if isinstance(err, ThrottledError):
+                bucket.throttled()
             self.count_error(action, err)
             raise
+        bucket.succeeded()
+        return answer
 
     def _json_body(self, action: str, response: httpx.Response) -> object:
-        """The answer parsed as JSON whatever its Content-Type (else PayloadError)."""
+        """The answer parsed as JSON whatever its Content-Type (else a retryable PayloadError:
+        a truncated or garbled body is a transport fault, like a 5xx)."""
         try:
             return json.loads(response.content)
-        except ValueError:
-            ctype = response.headers.get("content-type", "?")
+        except PARSE_ERRORS as err:
+            ctype = clean_label(response.headers.get("content-type", "?"), 60)
             raise PayloadError(
-                f"{action}: answer is not JSON (content-type {ctype})", provider=self.PROVIDER
+                f"{action}: answer is not JSON ({type(err).__name__}, content-type {ctype})",
+                provider=self.PROVIDER,
+                retryable=True,
             ) from None
 
     def count_error(self, action: str, err: SourceError) -> None:
@@ -192,17 +317,12 @@ class ApiClient:
             return
         err.counted = True  # type: ignore[attr-defined]
         self._telemetry.inc("imagesec_api_request_errors", (*self._labels(action), err.code))
-        self._log.warning(
-            "api call failed provider=%s account=%s region=%s action=%s code=%s "
-            "request_id=%s error=%s",
-            self.PROVIDER,
-            self.account,
-            self.region,
-            action,
-            err.code,
-            err.request_id,
-            err.message,
-        )
+        extra = {**self._context(action), "code": err.code, "error": err.message}
+        if err.vendor_code != err.code:
+            extra["vendor_code"] = clean_label(err.vendor_code, 80)
+        if err.request_id:
+            extra["request_id"] = err.request_id
+        self._log.warning("api call failed", extra=extra)
 
     def invalid_row(self, action: str) -> Callable[[object, Exception], None]:
         """A callback that counts and logs one skipped row of ``action``."""
@@ -210,12 +330,10 @@ class ApiClient:
         def report(row: object, err: Exception) -> None:
             self._telemetry.inc("imagesec_invalid_rows", self._labels(action))
             first = err.errors()[0] if isinstance(err, ValidationError) else None
-            detail = f"{first['loc']}: {first['msg']}" if first else str(err)
+            detail = f"{first['loc']}: {first['msg']}" if first else type(err).__name__
             self._log.warning(
-                "skipped invalid row provider=%s action=%s problem=%s",
-                self.PROVIDER,
-                action,
-                detail,
+                "skipped invalid row",
+                extra={**self._context(action), "error": clean_label(detail, 200)},
             )
 
         return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -10,9 +11,11 @@ from typing import Generic, TypeVar
 
 from cachetools import TTLCache
 
-from exporter.errors import SourceError
+from exporter.errors import AuthError, SourceError
 from exporter.model import ImageRef, SourceKey
 from exporter.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 V = TypeVar("V")
 
@@ -23,6 +26,7 @@ DEFAULT_PUBLISH_EVERY = 10.0
 """Seconds between two progress reports of one pass (a bounded cadence)."""
 
 CACHE_METRIC = "imagesec_detail_cache_requests"
+FAILURE_METRIC = "imagesec_detail_lookup_failures"
 DEFAULT_TTL = 86_400.0
 """Even an unchanged image is looked up again after a day: a safety net, should the vendor
 change a detail without the inventory's scan marker moving."""
@@ -50,6 +54,11 @@ class DetailFanOut(Generic[V]):
     are dropped after every complete pass.
 
     Hits and misses are counted in ``imagesec_detail_cache_requests{result="hit"|"miss"}``.
+
+    A lookup that fails is counted in ``imagesec_detail_lookup_failures`` and logged; its
+    image keeps its last good detail (whatever scan it was for), or has none yet. The whole
+    pass fails only when most lookups fail (more than half of this pass's misses), or on an
+    ``AuthError`` (no lookup can succeed): the same rule for every per-image collector.
     """
 
     def __init__(
@@ -85,8 +94,13 @@ class DetailFanOut(Generic[V]):
         self.cache: TTLCache[Hashable, V] = TTLCache(maxsize=math.inf, ttl=ttl, timer=timer)
         # key -> (stage, fetched at), for entries of the cache when stages are tracked.
         self._fetched: dict[Hashable, tuple[str, float]] = {}
+        # The last detail each image (by native id) had, whatever its scan: what a failed
+        # lookup falls back to. Pruned to the inventory like the cache.
+        self.last_good: dict[str, V] = {}
+        self.failed = 0  # lookups that failed in the last pass
         for result in ("hit", "miss"):
             telemetry.declare(CACHE_METRIC, (*self._labels, result))
+        telemetry.declare(FAILURE_METRIC, self._labels)
 
     def _cached(self, k: Hashable, ref: ImageRef) -> V:
         """The cached value of ``k``; KeyError if never fetched, expired, or its stage moved."""
@@ -107,9 +121,10 @@ class DetailFanOut(Generic[V]):
         """Every image with its detail, in ``images`` order.
 
         Misses are fetched concurrently, at most ``concurrency`` at a time (the client's token
-        bucket spaces them out). The first failure cancels the rest and is raised as is;
-        the lookups that completed stay cached, so the next attempt resumes where this one
-        stopped.
+        bucket spaces them out). A failed lookup leaves its image on its last good detail (or
+        out, if it never had one); once most lookups have failed, the rest are cancelled and
+        the failure is raised as is. The lookups that completed stay cached either way, so
+        the next attempt resumes where this one stopped.
 
         ``progress``, if given, gets what the pass has so far at most every ``publish_every``
         seconds while lookups complete, and once more if the pass is cancelled (a timeout),
@@ -126,7 +141,8 @@ class DetailFanOut(Generic[V]):
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "hit"), len(results))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "miss"), len(missing))
         gate = asyncio.Semaphore(self._concurrency)
-        failed = False
+        failures = 0
+        fatal: SourceError | None = None
         last_report = self._timer()
         fetched = 0
 
@@ -138,20 +154,34 @@ class DetailFanOut(Generic[V]):
             progress(found, len(results) / len(wanted) if wanted else 1.0)
 
         async def one(k: Hashable, ref: ImageRef) -> None:
-            nonlocal failed, fetched
+            nonlocal failures, fatal, fetched
             async with gate:
-                if failed:  # a waiter woken by the failing lookup, before the group cancels it
+                if fatal is not None:  # a waiter woken after the pass was given up
                     return
                 try:
                     value = await fetch(ref)
-                except BaseException:
-                    failed = True
-                    raise
+                except SourceError as err:
+                    failures += 1
+                    self._telemetry.inc(FAILURE_METRIC, self._labels)
+                    log.warning(
+                        "detail lookup failed",
+                        extra={
+                            "source": "/".join(self._labels),
+                            "image_id": ref.native_id,
+                            "code": err.code,
+                            "error": err.message,
+                        },
+                    )
+                    if isinstance(err, AuthError) or failures * 2 > len(missing):
+                        fatal = err
+                        raise
+                    return
             if self._cacheable is None or self._cacheable(value):
                 self.cache[k] = value
                 if self._stage_floor is not None:
                     self._fetched[k] = (ref.stage, self._timer())
             results[k] = value
+            self.last_good[ref.native_id] = value
             fetched += 1
             if progress is not None and self._timer() - last_report >= self._publish_every:
                 report()
@@ -169,9 +199,21 @@ class DetailFanOut(Generic[V]):
             if err is not None:
                 raise err from None
             raise
+        finally:
+            self.failed = failures
         self.cache.expire()
         for stale in [k for k in self.cache if k not in wanted]:
             del self.cache[stale]
         for stale in [k for k in self._fetched if k not in self.cache]:
             del self._fetched[stale]
-        return [(ref, results[key(ref)]) for ref in images]
+        listed = {ref.native_id for ref in images}
+        for gone in [i for i in self.last_good if i not in listed]:
+            del self.last_good[gone]
+        found: list[tuple[ImageRef, V]] = []
+        for ref in images:
+            k = key(ref)
+            if k in results:
+                found.append((ref, results[k]))
+            elif ref.native_id in self.last_good:
+                found.append((ref, self.last_good[ref.native_id]))
+        return found

@@ -60,7 +60,7 @@ def rejected(what: str, code: object, request_id: object) -> CredentialError:
         code="rejected",
         request_id=str(request_id or "")[:80],
     )
-    err.vendor_code = vendor_code  # type: ignore[attr-defined]
+    err.vendor_code = vendor_code
     return err
 
 

@@ -28,8 +28,8 @@ from exporter.clouds.aliyun.schemas import (
     PagedResponse,
     VulRecord,
 )
-from exporter.clouds.client import ApiClient, parse_rows
-from exporter.clouds.http import Page, PageSpec
+from exporter.clouds.client import PARSE_ERRORS, ApiClient, parse_rows
+from exporter.clouds.http import Page, PageSpec, Rows
 from exporter.errors import (
     AuthError,
     PayloadError,
@@ -37,7 +37,10 @@ from exporter.errors import (
     SourceError,
     ThrottledError,
     UpstreamError,
+    clean_message,
+    fold_code,
 )
+from exporter.normalise import clean_label
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,12 +50,16 @@ VERSION = "2018-12-03"
 PROVIDER = "aliyun"
 DEFAULT_RATE = 10.0  # requests/s per (account, region, action): the documented Sas default
 
-# Declarative pagination per action (STYLE habit 11); the simulator pages the same way.
+# Declarative pagination per action (STYLE habit 11); the simulator pages the same way and
+# rejects a PageSize over 100. The SDK models state no maximum; the console and the API
+# Explorer page these actions at up to 100 (cloud-api-facts.md 3): the largest page costs the
+# fewest calls and makes a walk shorter, so fewer images move under it.
+MAX_PAGE_SIZE = 100
 PAGINATION: dict[str, PageSpec] = {
-    "DescribeImageInstances": PageSpec(page_size=20),
-    "DescribeImageBaselineCheckResult": PageSpec(page_size=20),
-    "ListImageRisk": PageSpec(page_size=20),
-    "DescribeAffectedMaliciousFileImages": PageSpec(page_size=20, size_as_str=True),
+    "DescribeImageInstances": PageSpec(page_size=MAX_PAGE_SIZE),
+    "DescribeImageBaselineCheckResult": PageSpec(page_size=MAX_PAGE_SIZE),
+    "ListImageRisk": PageSpec(page_size=MAX_PAGE_SIZE),
+    "DescribeAffectedMaliciousFileImages": PageSpec(page_size=MAX_PAGE_SIZE, size_as_str=True),
     "DescribeImageVulList": PageSpec(page_size=10),
 }
 
@@ -78,18 +85,19 @@ def error_from_response(response: httpx.Response) -> SourceError:
     code, message, request_id = "", "", ""
     try:
         body = response.json()
-    except ValueError:
+    except PARSE_ERRORS:
         body = None
     if isinstance(body, dict):
-        code = str(body.get("Code") or body.get("code") or "")
-        message = str(body.get("Message") or body.get("message") or "")
-        request_id = str(body.get("RequestId") or body.get("requestId") or "")
+        code = _text(body.get("Code") or body.get("code"), 80)
+        message = clean_message(_text(body.get("Message") or body.get("message"), 4096))
+        request_id = _text(body.get("RequestId") or body.get("requestId"), 64)
     status = response.status_code
     fallback = "http_5xx" if status >= 500 else "http_4xx"
     text = f"Sas answered HTTP {status}" + (f": {message}" if message else "")
     kwargs: dict[str, Any] = {
         "provider": PROVIDER,
-        "code": code or fallback,
+        "code": fold_code(PROVIDER, code) if code else fallback,
+        "vendor_code": code,
         "request_id": request_id,
     }
     if code.startswith("Throttling"):
@@ -133,13 +141,22 @@ class SasClient(ApiClient):
             raise PayloadError(f"{action}: answer is not a JSON object", provider=PROVIDER)
         if body.get("Code") and "PageInfo" not in body and len(body) <= 6:
             # A 200 carrying an error body: the SDK would call it success; we do not.
+            code = _text(body["Code"], 80)
             raise RequestError(
-                f"{action}: {body.get('Message', 'error')}",
+                f"{action}: {clean_message(_text(body.get('Message') or 'error', 4096))}",
                 provider=PROVIDER,
-                code=str(body["Code"]),
-                request_id=str(body.get("RequestId", "")),
+                code=fold_code(PROVIDER, code),
+                vendor_code=code,
+                request_id=_text(body.get("RequestId"), 64),
             )
         return body
+
+
+def _text(value: object, limit: int) -> str:
+    """A scalar of an error body as bounded, encodable text ("" for null or a structure)."""
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    return clean_label(str(value)[: limit + 1], limit)
 
 
 def _param(value: object) -> str:
@@ -167,7 +184,7 @@ def _pages(
     return fetch
 
 
-async def describe_image_instances(client: SasClient) -> list[ImageInstance]:
+async def describe_image_instances(client: SasClient) -> Rows[ImageInstance]:
     """Every image asset (DescribeImageInstances, seed 000), de-duplicated by Uuid."""
     action = "DescribeImageInstances"
     fetch = _pages(
@@ -203,7 +220,7 @@ async def describe_image_baseline_check_result(
 
 async def describe_affected_malicious_file_images(
     client: SasClient,
-) -> list[AffectedMaliciousFile]:
+) -> Rows[AffectedMaliciousFile]:
     """Every malicious file of every image, account-wide (DescribeAffectedMaliciousFileImages).
 
     ``PageSize`` goes out as a string, as the action types it (PAGINATION ``size_as_str``);
@@ -220,7 +237,7 @@ async def describe_affected_malicious_file_images(
     return await client.walk(action, fetch, PAGINATION[action])
 
 
-async def list_image_risk(client: SasClient) -> list[ImageRisk]:
+async def list_image_risk(client: SasClient) -> Rows[ImageRisk]:
     """The images in use in clusters with their risk statistics (ListImageRisk, seed 002).
 
     An image used by several clusters may be listed more than once; the first row wins.

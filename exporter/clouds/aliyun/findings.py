@@ -129,7 +129,7 @@ class SasBaselineSource(_PerImageSource):
         totals = dict.fromkeys(BASELINE_SEVERITIES, 0)
         for row in rows:
             for field, severity in SAS_BASELINE_FIELDS.items():
-                totals[severity] += getattr(row, field)
+                totals[severity] += getattr(row, field) or 0
         return tuple(totals.items())
 
 
@@ -244,7 +244,11 @@ class SasMaliciousSource:
             ]
             samples += [Sample(self.metric, image, float(n), cell) for cell, n in cells]
             samples.append(Sample(self.total, image, float(sum(n for _, n in cells))))
-        return SourceData(samples=tuple(samples), images=tuple(refs[u] for u in files))
+        return SourceData(
+            samples=tuple(samples),
+            images=tuple(refs[u] for u in files),
+            truncated=rows.truncated,
+        )
 
 
 class SasImageRiskSource:
@@ -281,8 +285,9 @@ class SasImageRiskSource:
         client.declare(self.action)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
+        walked = await list_image_risk(self.client)
         rows, skipped = self.filters.apply(
-            await list_image_risk(self.client),
+            walked,
             lambda r: Listed(r.repo_namespace, r.repo_name, r.tag, None, r.uuid),
             rank=False,
         )
@@ -306,7 +311,7 @@ class SasImageRiskSource:
             )
             try:
                 stats = parse_statistics(row.statistics)
-            except ValueError as err:  # bad JSON or a bad value (ValidationError is one)
+            except (ValueError, RecursionError, OverflowError) as err:  # bad JSON or value
                 report(row, err)
                 continue
             if stats is None:
@@ -318,4 +323,9 @@ class SasImageRiskSource:
             }
             for finding, value in findings.items():
                 samples += optional("imagesec_image_in_use_findings", key, value, finding)
-        return SourceData(samples=tuple(samples), images=tuple(images), skipped=skipped)
+        return SourceData(
+            samples=tuple(samples),
+            images=tuple(images),
+            skipped=skipped,
+            truncated=walked.truncated,
+        )

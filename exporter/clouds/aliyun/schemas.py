@@ -19,13 +19,15 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_pascal
 
+from exporter.clouds.wire import Count, Finite, Identity, Text
+
 
 def _millis_to_seconds(value: float | None) -> float | None:
     return value / 1000.0 if value else None
 
 
-NonNegInt = Annotated[int, Field(ge=0)]
-EpochMillis = Annotated[float | None, AfterValidator(_millis_to_seconds)]
+NonNegInt = Count
+EpochMillis = Annotated[Finite | None, AfterValidator(_millis_to_seconds)]
 """Epoch milliseconds (number or numeric string) converted to Unix seconds; 0 means unknown."""
 
 
@@ -43,7 +45,7 @@ class PageInfo(SasModel):
 
 
 class PagedResponse(SasModel):
-    request_id: str = ""
+    request_id: Text = ""
     page_info: PageInfo
 
 
@@ -55,25 +57,25 @@ class ImageInstance(SasModel):
     sample's value (1604487690) is plainly bytes: we read it as bytes.
     """
 
-    uuid: str = Field(min_length=1)
-    image_id: str = ""
-    digest: str = ""
-    repo_id: str = ""
-    repo_name: str = ""
-    repo_namespace: str = ""
-    tag: str = ""
-    region_id: str = ""
-    instance_id: str = ""
-    repo_type: str = ""
-    registry_type: str = ""
-    status: str = ""
+    uuid: Identity
+    image_id: Text = ""
+    digest: Text = ""
+    repo_id: Text = ""
+    repo_name: Text = ""
+    repo_namespace: Text = ""
+    tag: Text = ""
+    region_id: Text = ""
+    instance_id: Text = ""
+    repo_type: Text = ""
+    registry_type: Text = ""
+    status: Text = ""
     vul_count: NonNegInt | None = None
     alarm_count: NonNegInt | None = None
     hc_count: NonNegInt | None = None
     deployed: Annotated[int, Field(ge=0, le=1)] | None = None
-    sca_status: str | None = None
-    sca_progress: Annotated[float, Field(ge=0, le=100)] | None = None
-    sca_result: str | None = None
+    sca_status: Text | None = None
+    sca_progress: Annotated[Finite, Field(ge=0, le=100)] | None = None
+    sca_result: Text | None = None
     last_scan_time: EpochMillis = None
     image_create: EpochMillis = None
     image_update: EpochMillis = None
@@ -94,11 +96,11 @@ def _lower(value: object) -> object:
 class BaselineResult(SasModel):
     """One row of DescribeImageBaselineCheckResult (seed 001): one baseline of one image."""
 
-    baseline_name_key: str = ""
-    baseline_name_level: str = ""
-    high_risk_item_count: NonNegInt
-    middle_risk_item_count: NonNegInt
-    low_risk_item_count: NonNegInt
+    baseline_name_key: Text = ""
+    baseline_name_level: Text = ""
+    high_risk_item_count: NonNegInt | None = None
+    middle_risk_item_count: NonNegInt | None = None
+    low_risk_item_count: NonNegInt | None = None
     last_scan_time: EpochMillis = None
     status: int | None = None
 
@@ -117,17 +119,17 @@ class AffectedMaliciousFile(SasModel):
     repository namespace (the request calls the same filter ``RepoNamespace``).
     """
 
-    image_uuid: str = Field(min_length=1)
+    image_uuid: Identity
     level: Annotated[MalwareLevel, BeforeValidator(_lower)]
     status: Annotated[int, Field(ge=0, le=3)]  # 0 unhandled, 1 handled, 2 verifying, 3 whitelisted
-    malicious_md5: str = ""
-    file_path: str = ""
-    layer: str = ""
-    digest: str = ""
-    repo_name: str = ""
-    namespace: str = ""
-    tag: str = ""
-    repo_region_id: str = ""
+    malicious_md5: Text = ""
+    file_path: Text = ""
+    layer: Text = ""
+    digest: Text = ""
+    repo_name: Text = ""
+    namespace: Text = ""
+    tag: Text = ""
+    repo_region_id: Text = ""
 
 
 class DescribeAffectedMaliciousFileImagesResponse(PagedResponse):
@@ -142,13 +144,13 @@ class ImageRisk(SasModel):
     row without losing its registration status.
     """
 
-    uuid: str = Field(min_length=1)
-    repo_name: str = ""
-    repo_namespace: str = ""
-    tag: str = ""
-    region_id: str = ""
-    digest: str = ""
-    image_access_type: str = ""
+    uuid: Identity
+    repo_name: Text = ""
+    repo_namespace: Text = ""
+    tag: Text = ""
+    region_id: Text = ""
+    digest: Text = ""
+    image_access_type: Text = ""
     statistics: Any = None
 
 
@@ -187,6 +189,6 @@ class VulRecord(SasModel):
 class DescribeImageVulListResponse(SasModel):
     """DescribeImageVulList: paging fields at the top level, no PageInfo (cloud-api-facts 3.5)."""
 
-    request_id: str = ""
+    request_id: Text = ""
     total_count: NonNegInt
     vul_records: list[Any] = []

@@ -106,7 +106,8 @@ class SasImagesSource:
         client.declare("DescribeImageInstances")
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
-        rows, skipped = self.filters.apply(await describe_image_instances(self.client), listed)
+        walked = await describe_image_instances(self.client)
+        rows, skipped = self.filters.apply(walked, listed)
         samples: list[Sample] = []
         images: list[ImageRef] = []
         for row in rows:
@@ -114,4 +115,9 @@ class SasImagesSource:
             samples += instance_samples(row, key)
             ref = ImageRef(key, row.uuid, scan_marker(row), row.vul_count, row.sca_status or "")
             images.append(ref)
-        return SourceData(samples=tuple(samples), images=tuple(images), skipped=skipped)
+        return SourceData(
+            samples=tuple(samples),
+            images=tuple(images),
+            skipped=skipped,
+            truncated=walked.truncated,
+        )

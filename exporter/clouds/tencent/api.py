@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
-from exporter.clouds.client import ApiClient, parse_rows
-from exporter.clouds.http import Page, PageSpec
+from exporter.clouds.client import PARSE_ERRORS, ApiClient, parse_rows
+from exporter.clouds.http import Page, PageSpec, Rows
 from exporter.clouds.tencent.schemas import (
     DescribeAssetImageListResponse,
     ImageDetail,
@@ -28,16 +27,22 @@ from exporter.errors import (
     SourceError,
     ThrottledError,
     UpstreamError,
+    clean_message,
+    fold_code,
 )
+from exporter.normalise import clean_label
 
 VERSION = "2020-11-01"
 PROVIDER = "tencent"
 DEFAULT_RATE = 20.0  # requests/s per (account, action): every TCSS action page says 20/s
 
 # Declarative pagination per action (STYLE habit 11); the simulator pages the same way.
+# Limit: "default 10, max 100" on every DescribeAssetImage* page (cloud-api-facts.md 3.6).
 PAGINATION: dict[str, PageSpec] = {
     "DescribeAssetImageList": PageSpec(style="offset", page_size=100),
 }
+
+ACTIONS = ("DescribeAssetImageList", "DescribeAssetImageDetail")
 
 # Vendor codes (cloud-api-facts.md 2d) by what retrying can do about them. Codes not listed
 # (InvalidParameter*, MissingParameter, ResourceNotFound, UnsupportedRegion, FailedOperation*,
@@ -54,9 +59,15 @@ _SERVER_PREFIXES = (
 
 
 def vendor_error(code: str, message: str, request_id: str) -> SourceError:
-    """Map a ``Response.Error`` onto the error tree."""
+    """Map a ``Response.Error`` onto the error tree (the label code folded, the message cleaned)."""
+    message = clean_message(message)
     text = f"TCSS error: {message}" if message else "TCSS error"
-    kwargs: dict[str, Any] = {"provider": PROVIDER, "code": code, "request_id": request_id}
+    kwargs: dict[str, Any] = {
+        "provider": PROVIDER,
+        "code": fold_code(PROVIDER, code),
+        "vendor_code": code,
+        "request_id": request_id,
+    }
     if code.startswith(_THROTTLE_PREFIXES):
         return ThrottledError(text, **kwargs)
     if code.startswith(_AUTH_PREFIXES) or code in _AUTH_CODES:
@@ -113,18 +124,24 @@ class TcssClient(ApiClient):
         inner = body.get("Response") if isinstance(body, dict) else None
         if not isinstance(inner, dict):
             raise PayloadError(f"{action}: answer has no Response object", provider=PROVIDER)
-        request_id = str(inner.get("RequestId") or "")
+        request_id = inner.get("RequestId")
+        request_id = clean_label(request_id[:65], 64) if isinstance(request_id, str) else ""
         error = inner.get("Error")
         if error is not None:
             if not isinstance(error, dict) or not isinstance(error.get("Code"), str):
                 raise PayloadError(
                     f"{action}: malformed Response.Error", provider=PROVIDER, request_id=request_id
                 )
-            raise vendor_error(error["Code"], str(error.get("Message") or ""), request_id)
+            message = error.get("Message")
+            raise vendor_error(
+                clean_label(error["Code"][:81], 80),
+                message[:4096] if isinstance(message, str) else "",
+                request_id,
+            )
         return inner
 
 
-async def describe_asset_image_list(client: TcssClient) -> list[ImagesInfo]:
+async def describe_asset_image_list(client: TcssClient) -> Rows[ImagesInfo]:
     """Every local image (DescribeAssetImageList, 3.6), de-duplicated by ImageID."""
     action = "DescribeAssetImageList"
 
@@ -146,10 +163,10 @@ async def describe_asset_image_detail(client: TcssClient, image_id: str) -> Imag
     body = await client.call(action, {"ImageID": image_id})
     try:
         return ImageDetail.model_validate(body)
-    except ValidationError as err:
+    except PARSE_ERRORS as err:
         client.invalid_row(action)(body, err)
         raise PayloadError(
             f"{action}: answer for one image does not fit the documented shape",
             provider=PROVIDER,
-            request_id=str(body.get("RequestId") or ""),
+            request_id=clean_label(str(body.get("RequestId") or "")[:65], 64),
         ) from None

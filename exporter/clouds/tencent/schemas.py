@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_pascal
 
+from exporter.clouds.wire import Count, Finite, Identity, OptionalText, Text
 from exporter.normalise import tcss_time
 
 __all__ = [
@@ -31,8 +32,8 @@ def _beijing_time(value: object) -> object:
     raise ValueError(f"expected a time string, got {type(value).__name__}")
 
 
-NonNegInt = Annotated[int, Field(ge=0)]
-Percent = Annotated[float, Field(ge=0, le=100)]
+NonNegInt = Count
+Percent = Annotated[Finite, Field(ge=0, le=100)]
 TcssTime = Annotated[float | None, BeforeValidator(_beijing_time)]
 """A TCSS time string (Beijing time) converted to Unix seconds; empty or zero means unknown."""
 
@@ -50,11 +51,11 @@ class ImagesInfo(TcssModel):
     answer; the exporter takes risks from the detail only, and uses this one in the scan marker.
     """
 
-    image_id: str = Field(alias="ImageID", min_length=1)
-    image_name: str = ""
+    image_id: Identity = Field(alias="ImageID")
+    image_name: Text = ""
     create_time: TcssTime = None
     size: NonNegInt | None = None
-    os_name: str = ""
+    os_name: Text = ""
     host_cnt: NonNegInt | None = None
     container_cnt: NonNegInt | None = None
     vul_cnt: NonNegInt | None = None
@@ -65,11 +66,11 @@ class ImagesInfo(TcssModel):
     medium_level_vul_cnt: NonNegInt | None = None
     low_level_vul_cnt: NonNegInt | None = None
     scan_time: TcssTime = None
-    scan_status: str | None = None
+    scan_status: OptionalText = None
 
 
 class DescribeAssetImageListResponse(TcssModel):
-    request_id: str = ""
+    request_id: Text = ""
     total_count: NonNegInt | None = None
     rows: list[Any] = Field(alias="List")
 
@@ -81,13 +82,13 @@ class ImageDetail(TcssModel):
     scanner. ``VirusCnt`` has no breakdown by level or handling status.
     """
 
-    image_id: str = Field(alias="ImageID", min_length=1)
-    image_name: str = ""
-    image_digest: str = ""
+    image_id: Identity = Field(alias="ImageID")
+    image_name: Text = ""
+    image_digest: Text = ""
     create_time: TcssTime = None
     size: NonNegInt | None = None
-    os_name: str = ""
-    architecture: str = ""
+    os_name: Text = ""
+    architecture: Text = ""
     host_cnt: NonNegInt | None = None
     container_cnt: NonNegInt | None = None
     vul_cnt: NonNegInt | None = None
@@ -95,12 +96,12 @@ class ImageDetail(TcssModel):
     sensitive_info_cnt: NonNegInt | None = None
     virus_cnt: NonNegInt | None = None
     scan_time: TcssTime = None
-    scan_status: str | None = None
-    agent_error: str | None = None
-    scan_error: str | None = None
-    scan_vul_error: str | None = None
-    scan_virus_error: str | None = None
-    scan_risk_error: str | None = None
+    scan_status: OptionalText = None
+    agent_error: OptionalText = None
+    scan_error: OptionalText = None
+    scan_vul_error: OptionalText = None
+    scan_virus_error: OptionalText = None
+    scan_risk_error: OptionalText = None
     scan_vul_progress: Percent | None = None
     scan_virus_progress: Percent | None = None
     scan_risk_progress: Percent | None = None

@@ -32,7 +32,7 @@ from exporter.clouds.tencent.api import (
     describe_asset_image_list,
 )
 from exporter.clouds.tencent.schemas import ImageDetail, ImagesInfo
-from exporter.errors import PayloadError, RequestError, SourceError
+from exporter.errors import RequestError, SourceError
 from exporter.filters import NO_FILTER, ImageFilter, Listed
 from exporter.metrics import SCAN_STATUSES, SEVERITIES
 from exporter.model import (
@@ -180,9 +180,10 @@ class TcssImagesSource:
         client.declare(LIST_ACTION)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
+        walked = await describe_asset_image_list(self.client)
         keyed = [
             (image_key(row.image_name, row.image_id, self.key.account, self.key.region), row)
-            for row in await describe_asset_image_list(self.client)
+            for row in walked
         ]
         kept, skipped = self.filters.apply(
             keyed,
@@ -196,7 +197,12 @@ class TcssImagesSource:
             samples += list_samples(row, key)
             ref = ImageRef(key, row.image_id, scan_marker(row), row.vul_cnt, row.scan_status or "")
             images.append(ref)
-        return SourceData(samples=tuple(samples), images=tuple(images), skipped=skipped)
+        return SourceData(
+            samples=tuple(samples),
+            images=tuple(images),
+            skipped=skipped,
+            truncated=walked.truncated,
+        )
 
 
 class TcssImageDetailSource:
@@ -277,12 +283,6 @@ class TcssImageDetailSource:
                 "image vanished between list and detail",
                 extra={**self.key.log_fields(), "image_id": image_id, "code": err.code},
             )
-        except PayloadError as err:
-            # Already counted (invalid row or bad_payload); the image is retried next refresh.
-            log.warning(
-                "skipped image detail",
-                extra={**self.key.log_fields(), "image_id": image_id, "code": err.code},
-            )
         return None
 
 
@@ -291,5 +291,9 @@ def _cache_key(ref: ImageRef) -> Hashable:
 
 
 def _found(detail: ImageDetail | None) -> bool:
-    """Whether a detail may be cached: one was found (not vanished, not invalid)."""
-    return detail is not None
+    """Whether a detail may be cached: one was found (not vanished, not invalid), and none of
+    its strings had to be repaired (a garbled answer is fetched again next time, so the fixed
+    upstream shows at once rather than when the scan marker next moves)."""
+    return detail is not None and not any(
+        isinstance(v, str) and "\ufffd" in v for v in detail.__dict__.values()
+    )
