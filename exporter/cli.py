@@ -436,10 +436,12 @@ async def serve(
             store.stop()
             return 1
         log.info(
-            "listening address=%s path=%s sources=%d",
-            ",".join(f"{server.scheme}://{a}" for a in server.addresses),
-            args.telemetry_path,
-            len(sources),
+            "listening",
+            extra={
+                "address": ",".join(f"{server.scheme}://{a}" for a in server.addresses),
+                "path": args.telemetry_path,
+                "sources": len(sources),
+            },
         )
         loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup, server)
         try:

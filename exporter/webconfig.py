@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,6 +356,7 @@ class Authenticator:
         self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=cost))
         self._cache: dict[bytes, str] = {}
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # checks run in several worker threads
         self.bcrypt_calls = 0
 
     @property
@@ -391,9 +393,10 @@ class Authenticator:
         ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
         if not ok or hashed is None:
             return Verdict.BAD
-        if len(self._cache) >= self._cache_size:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = user
+        with self._lock:
+            if len(self._cache) >= self._cache_size:  # drop the oldest entry
+                self._cache.pop(next(iter(self._cache)), None)
+            self._cache[key] = user
         return Verdict.OK
 
 

@@ -11,6 +11,15 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# The instant whose scan state a simulator on the real (signing) clock serves in tests:
+# 2028-02-29 15:59:50 UTC, at which the suite used to fail when the fleet followed the wall clock.
+FLEET_NOW = 1_835_452_790.0
+
+
+def fleet_now() -> float:
+    """The pinned fleet clock: ``Simulator(fleet_clock=fleet_now)``."""
+    return FLEET_NOW
+
 
 def fixture_json(cloud: str, action: str) -> Any:
     """A vendor sample response copied from the API reference pages (tests/fixtures/)."""

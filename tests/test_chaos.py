@@ -22,7 +22,7 @@ from exporter.simulator import (
 )
 from exporter.sources import build_sources
 from exporter.telemetry import Telemetry
-from tests.conftest import require_tool
+from tests.conftest import fleet_now, require_tool
 
 ENV = {
     "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ALIYUN_ACCESS_KEY_ID,
@@ -38,7 +38,7 @@ async def test_random_faults_never_crash_a_refresh_or_break_the_exposition() -> 
         for kind in FAULT_KINDS:
             if kind != "latency":  # real sleeps would only slow the test down
                 plan.add(Fault(kind=kind, cloud=cloud, probability=0.015, times=10**6))
-    sim = Simulator(images_per_region=6, faults=plan, rate_limit=False)
+    sim = Simulator(images_per_region=6, faults=plan, rate_limit=False, fleet_clock=fleet_now)
     with SimulatorServer(sim, "aliyun") as sas, SimulatorServer(sim, "tencent") as tcss:
         config = parse_config(
             {

@@ -15,6 +15,7 @@ import httpx
 from exporter import simulator
 from exporter.config import COLLECTORS as CATALOGUE_COLLECTORS
 from exporter.metrics import CATALOGUE
+from tests.conftest import fleet_now
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -234,7 +235,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 def test_sighup_and_reload_endpoint_reload_the_config_and_keep_the_others_data(tmp_path) -> None:
     from exporter.simulator import Simulator, SimulatorServer
 
-    with SimulatorServer(Simulator(), "tencent") as tcss:
+    with SimulatorServer(Simulator(fleet_clock=fleet_now), "tencent") as tcss:
 
         def account(name: str) -> str:
             return (

@@ -25,6 +25,7 @@ from exporter.simulator.identity import (
     DEMO_TENCENT_PROVIDER_ID,
     DEMO_TENCENT_ROLE_ARN,
 )
+from tests.conftest import fleet_now
 
 
 def _account(provider: str = "aliyun", **credentials: object) -> dict[str, object]:
@@ -177,7 +178,7 @@ def test_probe_fetches_credentials_and_makes_one_call_per_account(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    sim = Simulator(rate_limit=False, images_per_region=2)
+    sim = Simulator(rate_limit=False, images_per_region=2, fleet_clock=fleet_now)
     token = tmp_path / "token"
     token.write_text("oidc-probe-token\n")
     sim.identity.oidc_tokens.add("oidc-probe-token")

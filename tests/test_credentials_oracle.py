@@ -50,7 +50,7 @@ from exporter.simulator.identity import (
     DEMO_TENCENT_PROVIDER_ID,
     DEMO_TENCENT_ROLE_ARN,
 )
-from tests.conftest import require_tool
+from tests.conftest import fleet_now, require_tool
 
 TOKEN = "eyJvcmFjbGUiOiJ0b2tlbiJ9.oracle"
 
@@ -96,7 +96,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 @pytest.fixture
 def clouds(certificate: tuple[str, str]) -> Iterator[Clouds]:
-    sim = Simulator(rate_limit=False, images_per_region=2)
+    sim = Simulator(rate_limit=False, images_per_region=2, fleet_clock=fleet_now)
     sim.identity.oidc_tokens.add(TOKEN)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)

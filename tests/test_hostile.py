@@ -35,7 +35,7 @@ from exporter.simulator import (
 from exporter.sources import Pools, build_sources, http_limits
 from exporter.telemetry import Telemetry
 from exporter.web import ExpositionStore, landing_page
-from tests.conftest import require_tool
+from tests.conftest import fleet_now, require_tool
 from tests.hostile import HostileCloud
 
 ENV = {
@@ -126,7 +126,7 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     hostile = HostileCloud(images=4, delay=delay)
     url = await hostile.start()
-    sim = Simulator(images_per_region=3, rate_limit=False)
+    sim = Simulator(images_per_region=3, rate_limit=False, fleet_clock=fleet_now)
     tencent_regions = ["ap-guangzhou", "ap-shanghai", "ap-beijing", "ap-chengdu"]
     bad: dict[str, Any] = {
         "name": "bad",

@@ -18,12 +18,15 @@ from exporter.simulator import (
     Simulator,
     SimulatorServer,
 )
+from tests.conftest import fleet_now
 
 
 @pytest.fixture
 def sim() -> Simulator:
-    # The SDK signs with the real time, so the simulator runs on the real clock too.
-    return Simulator(images_per_region=24)
+    # The SDK signs with the real time, so signatures are verified on the real clock; the
+    # fleet's scan state is pinned so what the tests see does not depend on the wall clock.
+    # At FLEET_NOW some image has more than one page of 100 vulnerability records.
+    return Simulator(images_per_region=24, fleet_clock=fleet_now)
 
 
 @pytest.fixture
@@ -42,6 +45,21 @@ def make_client(endpoint: str, **overrides: Any) -> Client:
         **overrides,
     }
     return Client(open_api_models.Config(**settings))
+
+
+def _walk_vuls(client: Client, uuid: str, page_size: int) -> tuple[list[Any], int]:
+    records: list[Any] = []
+    page = 1
+    while True:
+        request = sas_models.DescribeImageVulListRequest(
+            type="cve", uuids=uuid, current_page=page, page_size=page_size
+        )
+        body = client.describe_image_vul_list(request).body
+        assert body.current_page == page and body.page_size == page_size
+        records += body.vul_records
+        if not body.vul_records or page * page_size >= body.total_count:
+            return records, body.total_count
+        page += 1
 
 
 def _walk_instances(client: Client) -> tuple[list[Any], int]:
@@ -91,11 +109,18 @@ def test_sdk_walks_every_action(endpoint: str, signature_algorithm: str | None) 
     assert malware.page_info.page_size == 100
     assert len(malware.affected_malicious_file_images_response) == sum(i.alarm_count for i in items)
 
-    vuls = client.describe_image_vul_list(
-        sas_models.DescribeImageVulListRequest(type="cve", uuids=image.uuid, page_size=100)
-    ).body
-    assert vuls.total_count == image.vul_count == len(vuls.vul_records)
-    assert {r.necessity for r in vuls.vul_records} <= {"asap", "later", "nntf"}
+    # Every record, page by page, of the image with the most: more than one page of 100.
+    busiest = max(scanned, key=lambda i: i.vul_count)
+    assert busiest.vul_count > 100
+    records, total = _walk_vuls(client, busiest.uuid, page_size=100)
+    assert total == busiest.vul_count == len(records)
+    assert len({r.primary_id for r in records}) == len(records)
+    assert {r.uuid for r in records} == {busiest.uuid}
+    assert {r.necessity for r in records} <= {"asap", "later", "nntf"}
+    # Other page sizes return the same records in the same order.
+    other, other_total = _walk_vuls(client, busiest.uuid, page_size=40)
+    assert other_total == total
+    assert [r.primary_id for r in other] == [r.primary_id for r in records]
 
 
 def test_sdk_with_security_token(endpoint: str) -> None:
@@ -111,7 +136,19 @@ def test_sdk_international_site_by_region_id(endpoint: str) -> None:
     intl = client.describe_image_vul_list(
         sas_models.DescribeImageVulListRequest(type="cve", region_id="ap-southeast-1")
     ).body
+    assert china.vul_records and intl.vul_records  # an empty answer must not pass
+    assert china.total_count > 0 and intl.total_count > 0
     assert {r.uuid for r in china.vul_records}.isdisjoint(r.uuid for r in intl.vul_records)
+    # Each site serves the images of its own registries (registry.<region>.aliyuncs.com/...).
+    china_hosts = {r.image.split("/")[0] for r in china.vul_records}
+    intl_hosts = {r.image.split("/")[0] for r in intl.vul_records}
+    assert china_hosts <= {
+        f"registry.{r}.aliyuncs.com"
+        for r in ("cn-hangzhou", "cn-shanghai", "cn-beijing", "cn-shenzhen")
+    }
+    assert intl_hosts <= {
+        f"registry.{r}.aliyuncs.com" for r in ("ap-southeast-1", "eu-central-1", "us-east-1")
+    }
 
 
 @pytest.mark.parametrize("signature_algorithm", [None, "v2"])

@@ -18,12 +18,14 @@ from exporter.simulator import (
     Simulator,
     SimulatorServer,
 )
+from tests.conftest import fleet_now
 
 
 @pytest.fixture
 def sim() -> Simulator:
-    # The SDK signs with the real time, so the simulator runs on the real clock too.
-    return Simulator()
+    # The SDK signs with the real time, so signatures are verified on the real clock; the
+    # fleet's scan state is pinned so what the tests see does not depend on the wall clock.
+    return Simulator(fleet_clock=fleet_now)
 
 
 @pytest.fixture

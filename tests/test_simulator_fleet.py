@@ -43,7 +43,8 @@ def _all_instances(sim: Simulator, region: str | None = None) -> list[dict[str, 
 
 def _all_tcss(sim: Simulator, region: str = "ap-guangzhou") -> list[dict[str, Any]]:
     response = sim.handle(
-        "tencent", tencent_tc3("DescribeAssetImageList", {"Limit": 100}, now=NOW, region=region)
+        "tencent",
+        tencent_tc3("DescribeAssetImageList", {"Limit": 100}, now=sim.clock(), region=region),
     )
     return list(response.json()["Response"]["List"])
 
@@ -123,6 +124,28 @@ def test_counts_change_over_time() -> None:
     changed_scan = [u for u in before if before[u][1] != after[u][1]]
     changed_counts = [u for u in before if before[u][0] != after[u][0]]
     assert len(changed_scan) > 10 and changed_counts
+
+
+def test_the_fleet_clock_is_separate_from_the_signing_clock() -> None:
+    # Requests are signed and verified at the signing clock's time; the scan state served is
+    # the fleet clock's, so a test can pin the fleet while a real SDK signs with real time.
+    signing, fleet = Clock(NOW), Clock(NOW + 3 * 3600)
+    sim = Simulator(clock=signing, fleet_clock=fleet)
+    pinned = Simulator(clock=lambda: NOW + 3 * 3600)
+    served = _all_instances(sim)
+    assert served == _all_instances(pinned)
+    assert served != _all_instances(Simulator(clock=lambda: NOW))
+    assert _all_tcss(sim) == _all_tcss(pinned) != _all_tcss(Simulator(clock=lambda: NOW))
+    signing.now += 600  # the signing clock moves on; the fleet's instant does not
+    assert _all_instances(sim) == served
+    fleet.now += 3 * 3600  # the fleet's instant moves; signatures still verify
+    assert _all_instances(sim) != served
+    # The control plane's rescans happen at the fleet's instant too.
+    (key,) = sim.fleet.rescan("aliyun", 1, site="cn-shanghai")
+    after = next(i for i in _all_instances(sim) if i["Uuid"] == key)
+    assert after["LastScanTime"] == int(fleet.now * 1000)
+    sim.reseed(2)
+    assert sim.fleet.now() == fleet.now
 
 
 def test_state_is_a_pure_function_of_time() -> None:

@@ -22,6 +22,7 @@ from exporter.simulator import (
     serve_forever,
 )
 from exporter.simulator.core import parse_address
+from tests.conftest import fleet_now
 
 NOW = 1_700_000_000.0
 
@@ -208,7 +209,7 @@ async def test_a_sas_listener_bound_to_a_site_serves_that_site_only() -> None:
     from exporter.simulator.fleet import ALIYUN_SITE_INTL
     from exporter.telemetry import Telemetry
 
-    sim = Simulator(images_per_region=3)
+    sim = Simulator(images_per_region=3, fleet_clock=fleet_now)
     regions: dict[str | None, set[str]] = {}
     auth = ACS3Auth(
         DEMO_ALIYUN_ACCESS_KEY_ID, DEMO_ALIYUN_ACCESS_KEY_SECRET, clock=utc_now, nonce=default_nonce

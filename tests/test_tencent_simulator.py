@@ -23,7 +23,7 @@ from exporter.simulator import (
 )
 from exporter.sources import build_sources
 from exporter.telemetry import Telemetry
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, fleet_now
 
 REGION = "ap-guangzhou"
 LIST = "DescribeAssetImageList"
@@ -153,7 +153,7 @@ async def test_both_collectors_over_a_real_loopback_socket() -> None:
     # Production wiring end to end: config endpoint override, tcss_client, real clocks, and
     # the demo's fleet size, at which two regions with a 20/s limiter each would trip the
     # per-account quota (RequestLimitExceeded): the regions of one account share one limiter.
-    sim = Simulator(seed=5, images_per_region=24)
+    sim = Simulator(seed=5, images_per_region=24, fleet_clock=fleet_now)
     with SimulatorServer(sim, "tencent") as server:
         config = parse_config(
             {

@@ -409,3 +409,24 @@ def test_reload_endpoint_needs_lifecycle_and_post() -> None:
         failed = httpx.post(f"{base}/-/reload")
         assert failed.status_code == 500 and "accounts: bad" in failed.text
     assert len(calls) == 2
+
+
+def test_bench_web_runs_a_short_bounded_case() -> None:
+    """The benchmark script keeps working (its full run is in the README)."""
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench" / "bench_web.py"),
+            *("--images", "20", "--clients", "30", "--scrapes", "5"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| http")]
+    assert len(rows) == 6

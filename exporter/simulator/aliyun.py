@@ -325,7 +325,7 @@ class AliyunService:
         if not self.limiter.allow((access_key_id, site, action), now):
             raise SasError(400, "Throttling.User", "Request was denied due to user flow control.")
         business = {k: v for k, v in params.items() if k not in _COMMON_PARAMS}
-        return handler(business, site, now)
+        return handler(business, site, self.fleet.now())
 
     def _secret(self, access_key_id: str, token: str | None, now: float) -> str:
         secret = self.sim.aliyun_keys.get(access_key_id)

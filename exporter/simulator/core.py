@@ -220,7 +220,10 @@ class Simulator:
     control plane (see :meth:`control`).
 
     Args:
-        clock: Unix seconds; drives signature windows, flow control and the fleet's scans.
+        clock: Unix seconds; drives signature windows, nonces and flow control. The official
+            SDKs sign with the real time, so against them this must stay the real clock.
+        fleet_clock: Unix seconds; the instant whose scan state the fleet serves (defaults to
+            ``clock``). Tests pin it so the fleet they see does not depend on the wall clock.
         rate_limit: False turns the vendors' flow control off (for tests that walk a lot).
     """
 
@@ -230,6 +233,7 @@ class Simulator:
         seed: int = 1,
         images_per_region: int = 24,
         clock: Callable[[], float] = time.time,
+        fleet_clock: Callable[[], float] | None = None,
         faults: FaultPlan | None = None,
         rate_limit: bool = True,
     ) -> None:
@@ -238,7 +242,8 @@ class Simulator:
 
         self._initial = _Config(seed, images_per_region)
         self.clock = clock
-        self.fleet = Fleet(seed=seed, images_per_region=images_per_region, clock=clock)
+        self.fleet_clock = clock if fleet_clock is None else fleet_clock
+        self.fleet = Fleet(seed=seed, images_per_region=images_per_region, clock=self.fleet_clock)
         self.faults = faults if faults is not None else FaultPlan(seed=seed)
         self.request_counts: collections.Counter[tuple[str, str]] = collections.Counter()
         # Known credentials (key id -> secret); tests may add more.
@@ -294,7 +299,7 @@ class Simulator:
     def reseed(self, seed: int, images_per_region: int | None = None) -> None:
         """Replace the fleet by the one of ``seed`` (overrides forgotten)."""
         ipr = self.fleet.images_per_region if images_per_region is None else images_per_region
-        self.fleet = Fleet(seed=seed, images_per_region=ipr, clock=self.clock)
+        self.fleet = Fleet(seed=seed, images_per_region=ipr, clock=self.fleet_clock)
 
     def reset(self) -> None:
         """Back to the constructor's seed: no faults, overrides, counts, nonces or throttling."""

@@ -341,6 +341,11 @@ class Fleet:
     ``seed`` and the time passed in; the only mutable state is the control-plane overrides
     (:meth:`rescan`, :meth:`remove`).
 
+    Time is an input: ``clock`` (Unix seconds) is the fleet's own clock, read by :meth:`now`
+    and :meth:`rescan` only; the simulated APIs ask it for the instant they render. It is
+    separate from the clock that signs and verifies requests, so a test can pin the fleet's
+    instant while the official SDKs sign with the real time.
+
     Every normal image is rescanned on its own schedule (every 10-40 minutes, each scan lasting
     1-5 minutes; while running it shows the previous results), so at any instant a share of the
     fleet is mid-scan and every few minutes some images get new counts. About one image in
@@ -366,6 +371,10 @@ class Fleet:
         self._overrides = _Overrides()
         self._findings = functools.lru_cache(maxsize=65536)(self._compute_findings)
         self._pool = functools.lru_cache(maxsize=65536)(self._compute_pool)
+
+    def now(self) -> float:
+        """The fleet's current instant (Unix seconds) from its injected clock."""
+        return self._clock()
 
     # -- identity -----------------------------------------------------------------------
 
@@ -632,7 +641,7 @@ class Fleet:
         images are skipped), deterministically for a given seed and call order. Returns their
         keys (Sas Uuid, TCSS ImageID). Raises ValueError when fewer are eligible.
         """
-        now = self._clock()
+        now = self.now()
         sites = [site] if site is not None else self._all_sites(cloud)
         eligible = [
             spec

@@ -233,7 +233,7 @@ class TencentService:
         if not self.limiter.allow((secret_id, action), now):
             raise TcError("RequestLimitExceeded", _limit_message())
         params, flattened = self._params(request)
-        return handler(params, flattened, region, now)
+        return handler(params, flattened, region, self.fleet.now())
 
     def _verify(self, request: SimRequest, now: float, expected_service: str = SERVICE) -> str:
         authorization = request.header("Authorization")
