@@ -28,7 +28,7 @@ from exporter.config import (
 )
 from exporter.cost import estimate
 from exporter.credentials import CredentialHolder
-from exporter.credentials.chain import resolve_providers
+from exporter.credentials.pool import CredentialHolders
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.landing import LandingLinks
@@ -355,12 +355,6 @@ def demo_clouds() -> Iterator[tuple[dict[str, str], str]]:
 Credentials = Mapping[AccountId, ResolvedCredentials | CredentialHolder]
 
 
-def credentials_client() -> httpx.AsyncClient:
-    """The HTTP client of STS, instance metadata and credentials URIs (own pool)."""
-    headers = {"user-agent": f"imagesec-exporter/{__version__}"}
-    return httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), headers=headers)
-
-
 async def serve(
     config: Config,
     credentials: Credentials,
@@ -374,11 +368,9 @@ async def serve(
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}
     async with (
         Pools(http_limits(config.http), headers) as http,
-        credentials_client() as credential_http,
+        CredentialHolders.open(telemetry) as holders,
     ):
-        for holder in credentials.values():
-            if isinstance(holder, CredentialHolder):
-                holder.bind(credential_http, telemetry)
+        holders.adopt(config, credentials)
         sources = build_sources(
             config, credentials, telemetry, http, overrides=overrides, shard=shard
         )
@@ -405,12 +397,9 @@ async def serve(
 
         def build(new: Config) -> list[Source]:
             """Sources of a reloaded config, with credential holders bound like the first ones."""
-            holders: dict[AccountId, ResolvedCredentials | CredentialHolder] = {}
-            for ident, resolved in resolve_providers(new, os.environ).items():
-                holder = CredentialHolder(resolved.provider, cloud=ident[0], account=ident[1])
-                holder.bind(credential_http, telemetry)
-                holders[ident] = holder
-            return build_sources(new, holders, telemetry, http, overrides=overrides, shard=shard)
+            return build_sources(
+                new, holders.for_config(new), telemetry, http, overrides=overrides, shard=shard
+            )
 
         reloader = ConfigReloader(
             None if args.demo else Path(args.config_file),
@@ -725,9 +714,8 @@ async def _probe(config: Config, credentials: Credentials) -> int:
 
     telemetry = Telemetry()
     holders = {k: v for k, v in credentials.items() if isinstance(v, CredentialHolder)}
-    async with credentials_client() as credential_http, httpx.AsyncClient() as http:
-        for holder in holders.values():
-            holder.bind(credential_http, telemetry)
+    async with CredentialHolders.open(telemetry) as bound, httpx.AsyncClient() as http:
+        bound.adopt(config, credentials)
         results = await probe(config, holders, http, telemetry)
     for result in results:
         print(result)

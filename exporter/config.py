@@ -67,9 +67,9 @@ COLLECTORS: dict[str, CollectorDef] = {
     ),
 }
 
-MIN_INTERVAL = 10.0
+MIN_INTERVAL = 1.0
 """Floor of every collector's refresh interval, in seconds (README, "Configuration reference"):
-below it a refresh cannot finish before the next starts and the API bill explodes."""
+it catches unit slips (``1ms``, ``0.5``); production intervals are minutes (the defaults)."""
 MIN_TIMEOUT = 1.0
 """Floor of ``refresh.timeout``, in seconds."""
 
@@ -194,7 +194,14 @@ CREDENTIAL_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("tencent", "secret"): _TENCENT_KEY,
     ("tencent", "sts_token"): _TENCENT_KEY + _TENCENT_TOKEN,
     ("tencent", "assume_role"): _TENCENT_KEY + _TENCENT_TOKEN + _ROLE + ("external_id", "region"),
-    ("tencent", "oidc_role"): (*_ROLE, "provider_id", "oidc_token_file", "region"),
+    ("tencent", "oidc_role"): (
+        "role_arn",
+        "role_session_name",
+        "duration_seconds",
+        "provider_id",
+        "oidc_token_file",
+        "region",
+    ),
     ("tencent", "cvm_role"): ("role_name",),
     ("tencent", "profile"): ("profile", "profile_file"),
     ("tencent", ""): _TENCENT_KEY + _TENCENT_TOKEN,

@@ -36,7 +36,7 @@ from exporter.config import (
 )
 from exporter.credentials import CredentialHolder
 from exporter.credentials.static import StaticProvider, Value
-from exporter.errors import ConfigError, ConfigProblem
+from exporter.errors import AuthError, ConfigError, ConfigProblem
 from exporter.filters import ImageFilter
 from exporter.model import SourceKey
 from exporter.refresh import Source
@@ -162,6 +162,7 @@ def shared_client(
     auth: httpx.Auth | Callable[[], Awaitable[httpx.Auth]],
     host: str,
     buckets: dict[str, TokenBucket] | None = None,
+    on_auth_error: Callable[[AuthError, httpx.Auth], None] | None = None,
 ) -> C:
     """The ``cls`` client of (account, region), shared by its collectors (and their rate limits).
 
@@ -182,10 +183,21 @@ def shared_client(
             retry=ctx.retry(),
             buckets=buckets,
             limits=ctx.limits(),
+            on_auth_error=on_auth_error,
         )
         ctx.clients[ident] = client
     assert isinstance(client, cls)
     return client
+
+
+def refused(holder: CredentialHolder) -> Callable[[AuthError, httpx.Auth], None]:
+    """Tell ``holder`` which key the cloud refused, and why."""
+
+    def report(err: AuthError, auth: httpx.Auth) -> None:
+        if isinstance(auth, ACS3Auth | TC3Auth):
+            holder.refused(auth.key_id, err.code)
+
+    return report
 
 
 def sas_client(ctx: Context) -> SasClient:
@@ -198,7 +210,9 @@ def sas_client(ctx: Context) -> SasClient:
         creds = await holder.get()
         return ACS3Auth(creds.key_id, creds.secret, creds.token, clock=clock, nonce=default_nonce)
 
-    return shared_client(ctx, SasClient, auth, sas_endpoint(ctx.region))
+    return shared_client(
+        ctx, SasClient, auth, sas_endpoint(ctx.region), on_auth_error=refused(holder)
+    )
 
 
 def tcss_client(ctx: Context) -> TcssClient:
@@ -212,7 +226,14 @@ def tcss_client(ctx: Context) -> TcssClient:
     # One quota per account and action, whatever X-TC-Region says: the regions share it.
     buckets = ctx.clients.setdefault(("tencent", ctx.account.name, "*rate-limits*"), {})
     assert isinstance(buckets, dict)
-    return shared_client(ctx, TcssClient, auth, tcss_host(ctx.account.site), buckets=buckets)
+    return shared_client(
+        ctx,
+        TcssClient,
+        auth,
+        tcss_host(ctx.account.site),
+        buckets=buckets,
+        on_auth_error=refused(holder),
+    )
 
 
 Factory = Callable[[Context, str, float], Source]

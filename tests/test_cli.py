@@ -227,7 +227,9 @@ def test_bad_or_busy_listen_address_is_a_clear_error() -> None:
 def metric(text: str, name: str, **labels: str) -> float | None:
     """The value of the sample of ``name`` whose labels include ``labels``, else None."""
     for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -342,6 +344,79 @@ def test_systemd_socket_activation_serves_on_the_passed_socket() -> None:
             proc.terminate()
             _, err = proc.communicate(timeout=15)
     assert status == 200, err.decode()[-2000:]
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_idle_crowd_under_a_low_descriptor_limit_stops_neither_metrics_nor_cloud_calls(
+    tmp_path,
+) -> None:
+    """256 descriptors (the issue's case) and 300 idle clients: /metrics answers, refreshes go on."""
+    import resource
+
+    from exporter.simulator import Simulator, SimulatorServer
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    with SimulatorServer(Simulator(), "tencent") as tcss:
+        config = tmp_path / "c.yml"
+        config.write_text(
+            "accounts:\n"
+            f"  - {{name: t, provider: tencent, regions: [ap-guangzhou], endpoint: 'http://{tcss.address}'}}\n"
+            "collectors:\n  tcss_images: {interval: 1s}\n  tcss_image_detail: {enabled: false}\n"
+        )
+        env = {
+            **os.environ,
+            "TENCENTCLOUD_SECRET_ID": simulator.DEMO_TENCENT_SECRET_ID,
+            "TENCENTCLOUD_SECRET_KEY": simulator.DEMO_TENCENT_SECRET_KEY,
+        }
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            preexec_fn=low_limit,  # the test process starts no threads of its own before this
+        )
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def last_success() -> float:
+            try:
+                text = httpx.get(url, timeout=10).text
+            except httpx.HTTPError:
+                return 0.0
+            return metric(text, "imagesec_last_refresh_success_timestamp_seconds") or 0.0
+
+        crowd: list[socket.socket] = []
+        try:
+            deadline = time.monotonic() + 20
+            while last_success() == 0.0:
+                assert time.monotonic() < deadline, "no refresh within 20 s"
+                time.sleep(0.1)
+            crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+            response = httpx.get(url, timeout=10)
+            assert response.status_code == 200
+            text = response.text
+            assert metric(text, "process_max_fds") == 256.0
+            assert metric(text, "imagesec_http_rejected_requests_total", reason="max_connections")
+            before = metric(text, "imagesec_last_refresh_success_timestamp_seconds") or 0.0
+            deadline = time.monotonic() + 15
+            while last_success() <= before:  # outbound cloud calls still get descriptors
+                assert time.monotonic() < deadline, "no refresh with the crowd connected"
+                time.sleep(0.2)
+        finally:
+            for sock in crowd:
+                sock.close()
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err.decode()[-2000:]
 
 

@@ -345,7 +345,7 @@ EXPECTED = [
     (4, "accounts[0] (prod).regions[0]", "unknown aliyun region 'cn-shanghia'", "'cn-shanghai'"),
     (5, "accounts[0] (prod).site", "applies to provider tencent only, not aliyun", ""),
     (6, "accounts[0] (prod).rate_limt", "unknown key 'rate_limt'", "'rate_limit'"),
-    (8, "accounts[0] (prod).collectors.sas_images.interval", "1ms is under the floor of 10s", ""),
+    (8, "accounts[0] (prod).collectors.sas_images.interval", "1ms is under the floor of 1s", ""),
     (9, "accounts[0] (prod).collectors.sas_image", "unknown collector 'sas_image'", "'sas_images'"),
     (12, "accounts[1] (tc).regions[0]", "unknown tencent region 'ap-guangzho'", "'ap-guangzhou'"),
     (13, "accounts[1] (tc).credentials", "secret_id is set but credentials.secret_key", ""),
@@ -412,12 +412,14 @@ def test_interval_floor_and_unknown_region_escape_hatch() -> None:
     config = parse_config({"accounts": [{**account, "allow_unknown_regions": True}]})
     assert config.accounts[0].regions == ["ap-mars-1"]
     slow = {**account, "allow_unknown_regions": True}
-    (floor,) = problems({"accounts": [{**slow, "collectors": {"tcss_images": {"interval": "9s"}}}]})
-    assert "9s is under the floor of 10s" in floor
-    config = parse_config(
-        {"accounts": [{**slow, "collectors": {"tcss_images": {"interval": "10s"}}}]}
+    (floor,) = problems(
+        {"accounts": [{**slow, "collectors": {"tcss_images": {"interval": "0.9"}}}]}
     )
-    assert config.collector(config.accounts[0], "tcss_images") == (True, 10)
+    assert "900ms is under the floor of 1s" in floor
+    config = parse_config(
+        {"accounts": [{**slow, "collectors": {"tcss_images": {"interval": "1s"}}}]}
+    )
+    assert config.collector(config.accounts[0], "tcss_images") == (True, 1)
 
 
 def test_site_applies_to_tencent_only_and_is_honoured_there() -> None:

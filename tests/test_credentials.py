@@ -471,7 +471,8 @@ async def test_first_fetch_failure_is_an_auth_error_and_is_retried_with_backoff(
         rig = Rig(env, [acc], http)
         with pytest.raises(CredentialError) as err:
             await rig.holder().get()
-        assert err.value.code == "rejected" and "EntityNotExist.Role" in str(err.value)
+        assert err.value.code == "credentials_unavailable"
+        assert "EntityNotExist.Role" in str(err.value)
         with pytest.raises(CredentialError):
             await rig.holder().get()  # within the backoff: no second call
         assert env.sim.request_counts[("aliyun", "AssumeRoleWithOIDC")] == 1
@@ -480,3 +481,32 @@ async def test_first_fetch_failure_is_an_auth_error_and_is_retried_with_backoff(
             await rig.holder().get()
         assert env.sim.request_counts[("aliyun", "AssumeRoleWithOIDC")] == 2
         assert rig.failures("aliyun", "prod", "rejected") == 2
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind", "action", "code"),
+    [
+        ("aliyun", "oidc_role_arn", "AssumeRoleWithOIDC", "InvalidSecurityToken.Expired"),
+        ("tencent", "oidc_role", "AssumeRoleWithWebIdentity", "AuthFailure.TokenFailure"),
+    ],
+)
+async def test_a_key_the_cloud_refuses_is_renewed_before_the_next_request(
+    env: Env, provider: str, kind: str, action: str, code: str
+) -> None:
+    import dataclasses
+
+    async with httpx.AsyncClient() as http:
+        rig = Rig(env, [account(env, provider, kind)], http)
+        assert await rig.refresh() == {"prod": (True, None)}
+        first = rig.holder().current
+        assert first is not None
+        # The cloud stops accepting the key early (session revoked, or its clock runs ahead).
+        issued = env.sim.identity.issued
+        issued[first.key_id] = dataclasses.replace(issued[first.key_id], expiration=START)
+        up, error = (await rig.refresh())["prod"]
+        assert not up and error is not None and code in error
+        assert env.sim.request_counts[(provider, action)] == 1  # nothing renewed yet
+        assert await rig.refresh() == {"prod": (True, None)}
+        assert env.sim.request_counts[(provider, action)] == 2
+        current = rig.holder().current
+        assert current is not None and current.key_id != first.key_id

@@ -232,3 +232,77 @@ def test_probe_fetches_credentials_and_makes_one_call_per_account(
     assert "probe failed: aliyun/b" in out and "EntityNotExist.Role" in out
     assert sim.request_counts[("aliyun", "AssumeRole")] == 1
     assert DEMO_ALIYUN_ACCESS_KEY_SECRET not in out
+
+
+def test_once_with_pod_identities_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production wiring: default chains find RRSA and TKE OIDC in the environment, the
+    holders are bound to the credential client, sources sign with what STS issued."""
+    for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "TENCENTCLOUD_SECRET_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sim = Simulator(rate_limit=False, images_per_region=2, fleet_clock=fleet_now)
+    token = tmp_path / "token"
+    token.write_text("pod-identity-token\n")
+    sim.identity.oidc_tokens.add("pod-identity-token")
+    monkeypatch.setenv("ALIBABA_CLOUD_ROLE_ARN", DEMO_ALIYUN_ROLE_ARN)
+    monkeypatch.setenv("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", DEMO_ALIYUN_OIDC_PROVIDER_ARN)
+    monkeypatch.setenv("ALIBABA_CLOUD_OIDC_TOKEN_FILE", str(token))
+    monkeypatch.setenv("TKE_REGION", "ap-guangzhou")
+    monkeypatch.setenv("TKE_PROVIDER_ID", DEMO_TENCENT_PROVIDER_ID)
+    monkeypatch.setenv("TKE_ROLE_ARN", DEMO_TENCENT_ROLE_ARN)
+    monkeypatch.setenv("TKE_WEB_IDENTITY_TOKEN_FILE", str(token))
+    with SimulatorServer(sim, "aliyun") as ali, SimulatorServer(sim, "tencent") as tc:
+        accounts = [
+            {
+                **_account(),
+                "endpoint": f"http://{ali.address}",
+                "sts_endpoint": f"http://{ali.address}",
+            },
+            {
+                **_account("tencent"),
+                "endpoint": f"http://{tc.address}",
+                "sts_endpoint": f"http://{tc.address}",
+            },
+        ]
+        code = main(["--once", "--config.file", _write_config(tmp_path, accounts)])
+    out = capsys.readouterr().out
+    assert code == 0, out[-2000:]
+    expiry = [
+        line
+        for line in out.splitlines()
+        if line.startswith("imagesec_credential_expiry_timestamp_seconds{")
+    ]
+    assert len(expiry) == 2
+    assert sim.request_counts[("aliyun", "AssumeRoleWithOIDC")] == 1  # one per account, shared
+    assert sim.request_counts[("tencent", "AssumeRoleWithWebIdentity")] == 1
+    assert "pod-identity-token" not in out
+
+
+async def test_a_reload_keeps_the_holder_of_an_account_whose_credentials_did_not_change(
+    tmp_path: Path,
+) -> None:
+    from exporter.credentials.pool import CredentialHolders
+    from exporter.telemetry import Telemetry
+
+    env = {"TENCENTCLOUD_SECRET_ID": "AKIDreal", "TENCENTCLOUD_SECRET_KEY": "real-key-1"}
+    first = parse_config({"accounts": [_account("tencent"), {**_account(), "name": "b"}]})
+    aliyun = {
+        **_account(type="cvm_role"),
+        "provider": "tencent",
+        "regions": ["ap-guangzhou"],
+        "name": "b",
+    }
+    second = parse_config({"accounts": [{**_account("tencent"), "rate_limit": 5}, aliyun]})
+    env_b = {
+        **env,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIb",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s-1",
+    }
+    async with CredentialHolders.open(Telemetry()) as holders:
+        before = holders.for_config(first, env_b)
+        after = holders.for_config(second, env_b)
+    assert after[("tencent", "a")] is before[("tencent", "a")]  # only rate_limit changed
+    assert after[("tencent", "b")].kind == "cvm_role"
+    assert ("aliyun", "b") not in after

@@ -278,6 +278,11 @@ def test_healthcheck_passes_with_tls_and_basic_auth_on(tmp_path: Path) -> None:
         metrics = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=False, timeout=5)
         assert metrics.status_code == 401  # auth is on; only the probes are exempt
         assert _run_healthcheck(f"http://127.0.0.1:{port}/-/healthy") != 0  # TLS is on
+        # An idle TCP client (a handshake never started) neither blocks nor delays a SIGTERM.
+        with socket.create_connection(("127.0.0.1", port)):
+            process.terminate()
+            assert process.wait(timeout=10) == 0
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=15)

@@ -30,7 +30,7 @@ from exporter.clouds.http import (
     paginate,
     read_capped,
 )
-from exporter.errors import PayloadError, SourceError, ThrottledError, UpstreamError
+from exporter.errors import AuthError, PayloadError, SourceError, ThrottledError, UpstreamError
 from exporter.normalise import clean_label
 from exporter.telemetry import Telemetry
 
@@ -120,6 +120,7 @@ class ApiClient:
         rng: random.Random | None = None,
         buckets: dict[str, TokenBucket] | None = None,
         limits: HttpLimits | None = None,
+        on_auth_error: Callable[[AuthError, httpx.Auth], None] | None = None,
     ) -> None:
         """Create a client.
 
@@ -130,6 +131,8 @@ class ApiClient:
             clock: the rate limiter's clock; tests pair it with ``sleep``.
             buckets: rate limiters by action, to share with other clients.
             limits: response size caps and the whole-request deadline.
+            on_auth_error: told of every ``AuthError`` answer and the signer that was refused
+                (the credential holder renews a temporary key the cloud no longer accepts).
         """
         self._http = http
         self._auth = auth
@@ -144,6 +147,7 @@ class ApiClient:
         self._rng = rng or random.Random()
         self._buckets = buckets if buckets is not None else {}
         self._limits = limits or HttpLimits()
+        self._on_auth_error = on_auth_error
         self._log = logging.getLogger(type(self).__module__)
 
     def _context(self, action: str) -> dict[str, object]:
@@ -294,6 +298,8 @@ class ApiClient:
             if isinstance(err, ThrottledError):
                 bucket.throttled()
             self.count_error(action, err)
+            if isinstance(err, AuthError) and self._on_auth_error is not None:
+                self._on_auth_error(err, auth)
             raise
         bucket.succeeded()
         return answer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from exporter.credentials.base import (
     CREDENTIAL_ERROR_CODES,
+    SOURCE_DOWN_CODES,
     Credential,
     CredentialError,
     Fetch,
@@ -18,6 +19,7 @@ from exporter.credentials.holder import CredentialHolder
 
 __all__ = [
     "CREDENTIAL_ERROR_CODES",
+    "SOURCE_DOWN_CODES",
     "Credential",
     "CredentialError",
     "CredentialHolder",

@@ -14,7 +14,6 @@ import httpx
 from exporter.errors import AuthError
 
 CREDENTIAL_ERROR_CODES: tuple[str, ...] = (
-    "credentials_expired",  # renewal kept failing until the current credentials expired
     "token_file",  # a key, token or OIDC token file is missing, unreadable or empty
     "timeout",  # STS, metadata or credentials URI did not answer in time
     "connect",  # ... could not be reached
@@ -24,8 +23,15 @@ CREDENTIAL_ERROR_CODES: tuple[str, ...] = (
     "bad_payload",  # ... answered something that is not a credentials document
     "internal",  # a bug in a provider (logged with its traceback)
 )
-"""The ``code`` values of ``imagesec_credential_refresh_failures_total`` and of the auth errors
-that turn an account's sources down. Kept here until the shared code table absorbs them."""
+"""The ``code`` values of ``imagesec_credential_refresh_failures_total`` (why one fetch or
+renewal failed). Kept here until the shared code table absorbs them."""
+
+SOURCE_DOWN_CODES: tuple[str, ...] = (
+    "credentials_unavailable",  # none could be obtained yet (the first fetch keeps failing)
+    "credentials_expired",  # renewal kept failing until the current credentials expired
+)
+"""The codes with which an account's sources go down (``imagesec_up`` 0, counted in
+``imagesec_refresh_failures_total{code}``) when its credentials fail."""
 
 
 class CredentialError(AuthError):

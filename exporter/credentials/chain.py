@@ -245,7 +245,7 @@ def _tencent(
             creds.region,
             sts,
         )
-        return tencent.AssumeRoleProvider(base, role, creds.external_id)
+        return tencent.AssumeRoleProvider(base, role, creds.external_id, creds.policy)
     if kind == "oidc_role":
         role = tencent.role(
             _need(creds.role_arn or env.get("TKE_ROLE_ARN"), "role_arn", "TKE_ROLE_ARN"),

@@ -7,16 +7,20 @@ Rules:
   in the background while callers keep using the current credentials.
 - One renewal at a time (single flight): concurrent callers share it.
 - A provider whose inputs changed (a rotated key file) is re-read before the next request.
+- A temporary key the cloud refuses (``TOKEN_REFUSED_CODES``) is renewed before the next
+  request, whatever its expiry says.
 - A failed renewal keeps the current credentials while they are valid; it is logged, counted in
   ``imagesec_credential_refresh_failures_total{provider,account,code}`` and retried with
   exponential backoff (10 s doubling to 5 min, never later than a quarter of the remaining
   lifetime). Once they have expired, :meth:`CredentialHolder.get` raises ``CredentialError``
-  with code ``credentials_expired``, so every source of the account goes down with that code.
+  with code ``credentials_expired`` (``credentials_unavailable`` while none was ever fetched),
+  so every source of the account goes down with that code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -32,6 +36,18 @@ log = logging.getLogger(__name__)
 RENEW_AFTER = (0.7, 0.8)  # fraction of the lifetime after which renewal starts
 BACKOFF_FIRST, BACKOFF_MAX = 10.0, 300.0
 EXPIRY_METRIC = "imagesec_credential_expiry_timestamp_seconds"
+# Vendor codes saying a temporary key or its token is no longer accepted (revoked, expired by
+# the cloud's clock, unknown): renewing can help, retrying the same key cannot.
+TOKEN_REFUSED_CODES = frozenset(
+    {
+        "InvalidSecurityToken.Expired",
+        "InvalidSecurityToken.MismatchWithAccessKey",
+        "InvalidSecurityToken.Malformed",
+        "InvalidAccessKeyId.NotFound",
+        "AuthFailure.TokenFailure",
+        "AuthFailure.SecretIdNotFound",
+    }
+)
 FAILURE_METRIC = "imagesec_credential_refresh_failures"
 
 
@@ -61,6 +77,7 @@ class CredentialHolder:
         self._failures = 0
         self._last_error: CredentialError | None = None
         self._task: asyncio.Task[None] | None = None
+        self._refused: str | None = None  # key id of temporary credentials the cloud refused
         self.renewals = 0  # successful fetches, for tests and the probe
 
     @property
@@ -79,8 +96,10 @@ class CredentialHolder:
             self._telemetry = telemetry
 
     def _due(self, now: float) -> bool:
-        if self._current is None:
-            return self._renew_at is None or now >= self._renew_at
+        if self._failures and self._renew_at is not None and now < self._renew_at:
+            return False  # backing off after a failure (a broken file is not re-read per call)
+        if self._current is None or self._current.key_id == self._refused:
+            return True
         if self.provider.changed():
             return True
         return self._renew_at is not None and now >= self._renew_at
@@ -97,13 +116,20 @@ class CredentialHolder:
         if self._due(now):
             task = self._start()
             # Wait only when the current credentials cannot serve this request.
-            if current is None or _expired(current, now) or self.provider.changed():
+            if current is None or not self._usable(current, now) or self.provider.changed():
                 await asyncio.shield(task)
         now = self._clock()
         current = self._current
         if current is None:
-            raise self._last_error or CredentialError("no credentials yet", code="connect")
-        if _expired(current, now):
+            last = self._last_error
+            raise CredentialError(
+                f"{self.cloud}/{self.account}: no {self.kind} credentials: "
+                + (last.message if last else "none fetched yet"),
+                code="credentials_unavailable",
+                provider=self.cloud,
+                request_id=last.request_id if last else "",
+            )
+        if not self._usable(current, now):
             reason = self._last_error.code if self._last_error else "renewal pending"
             raise CredentialError(
                 f"{self.cloud}/{self.account}: {self.kind} credentials expired "
@@ -113,10 +139,35 @@ class CredentialHolder:
             )
         return current
 
+    def _usable(self, creds: Credential, now: float) -> bool:
+        return not _expired(creds, now) and creds.key_id != self._refused
+
+    def refused(self, key_id: str, code: str) -> None:
+        """The cloud refused ``key_id`` with ``code``: if that is the current temporary key and
+        the code says its token is bad or gone, renew before the next request."""
+        current = self._current
+        if code not in TOKEN_REFUSED_CODES or current is None or current.expiration is None:
+            return
+        if current.key_id != key_id or self._refused == key_id:
+            return  # a request signed with an older key, or already known
+        self._refused = key_id
+        log.warning(
+            "credentials refused by the cloud",
+            extra={"provider": self.cloud, "account": self.account, "code": code},
+        )
+
     async def renewal(self) -> None:
         """Wait for the renewal in flight, if any (tests and the probe)."""
         if self._task is not None:
             await asyncio.shield(self._task)
+
+    async def aclose(self) -> None:
+        """Cancel a renewal in flight (shutdown)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():

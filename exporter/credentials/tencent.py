@@ -20,7 +20,7 @@ import configparser
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
@@ -112,14 +112,24 @@ class AssumeRoleProvider:
 
     kind = "assume_role"
 
-    def __init__(self, base: Provider, role: _Role, external_id: str | None = None) -> None:
+    def __init__(
+        self,
+        base: Provider,
+        role: _Role,
+        external_id: str | None = None,
+        policy: str | None = None,
+    ) -> None:
         self._base = base
         self._role = role
         self._external_id = external_id
+        self._policy = policy
 
     async def fetch(self, ctx: Fetch) -> Credential:
         base = await self._base.fetch(ctx)
         params = {"ExternalId": self._external_id} if self._external_id else {}
+        if self._policy:
+            # Tencent STS AssumeRole doc, "Policy": the policy JSON, URL-encoded.
+            params["Policy"] = quote(self._policy, safe="")
         request = self._role.request(ctx, "AssumeRole", params)
         auth = TC3Auth(base.key_id, base.secret, service="sts", token=base.token, clock=ctx.clock)
         # Sign here, not in the client: the request is complete and auth_flow does no I/O.
@@ -222,8 +232,3 @@ def role(
     sts_endpoint: str,
 ) -> _Role:
     return _Role(role_arn, session_name, duration, region, sts_endpoint)
-
-
-def host_of(url: str) -> str:
-    """``host[:port]`` of a URL (for messages)."""
-    return urlsplit(url).netloc

@@ -14,10 +14,22 @@ What the simulator does not emulate
   ListImageRisk, DescribeAffectedMaliciousFileImages, DescribeImageVulList) and two TCSS
   actions (DescribeAssetImageList, DescribeAssetImageDetail); any other action gets the
   vendor's "unknown action" error.
-- Credentials are a fixed key table (the ``DEMO_*`` keys; tests may add to
-  ``Simulator.aliyun_keys``/``tencent_keys``); there is no RAM/CAM policy
-  evaluation (no ``NoPermission``/``UnauthorizedOperation`` unless injected as a fault), no STS
-  token validation (any security token is accepted with a known key) and no MFA.
+- Long-lived credentials are a fixed key table (the ``DEMO_*`` keys; tests may add to
+  ``Simulator.aliyun_keys``/``tencent_keys``), and a security token sent with one of them is
+  ignored. Temporary keys come from the simulated STS and instance metadata
+  (``Simulator.identity``: roles, OIDC providers, accepted OIDC tokens, the instance role); they
+  need their own token and are refused once expired (``InvalidSecurityToken.Expired`` /
+  ``InvalidSecurityToken.MismatchWithAccessKey``, ``AuthFailure.TokenFailure``). There is no
+  RAM/CAM policy evaluation (no ``NoPermission``/``UnauthorizedOperation`` unless injected as a
+  fault, no ``Policy`` or ``ExternalId`` checks), OIDC tokens are opaque strings (no JWT
+  signature, audience or expiry), and no MFA.
+- STS and instance metadata share the Sas and TCSS listeners (STS requests are told apart by
+  their action, metadata by ``/latest/``): STS ``AssumeRole``/``AssumeRoleWithOIDC`` (Alibaba)
+  and ``AssumeRole``/``AssumeRoleWithWebIdentity`` (Tencent) only; every metadata credentials
+  request issues a fresh key (the real services hand out one key for hours and rotate it); STS
+  error codes for unknown roles and bad OIDC tokens are best guesses. Faults apply with the
+  actions ``AssumeRole``, ``AssumeRoleWithOIDC``, ``AssumeRoleWithWebIdentity`` and
+  ``metadata``.
 - Only the signature schemes the official SDKs use by default are verified: Alibaba
   ACS3-HMAC-SHA256 and HMAC-SHA1 (``SignatureVersion=1.0``), not ACS3-HMAC-SM3, ACS3-RSA-SHA256
   or bearer tokens; Tencent TC3-HMAC-SHA256 with ``SignedHeaders=content-type;host`` only (the
@@ -55,7 +67,9 @@ What the simulator does not emulate
   ``RegionId`` parameter (international regions map to the ``ap-southeast-1`` site, anything
   else to the China site), or without one from a ``Host`` of ``tds.ap-southeast-1.aliyuncs.com``.
   One TCSS listener serves every region, chosen by ``X-TC-Region``.
-- No HTTPS, no HTTP/2, no gzip, no request-size limits, no idempotency or ``ClientToken``.
+- HTTPS only when a listener is given an ``ssl_context`` (the tests do, for the vendors'
+  credential libraries); no HTTP/2, no gzip, no request-size limits, no idempotency or
+  ``ClientToken``.
 """
 
 from __future__ import annotations

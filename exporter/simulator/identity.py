@@ -21,6 +21,8 @@ DEMO_ALIYUN_OIDC_PROVIDER_ARN = "acs:ram::1234567890123456:oidc-provider/ack-rrs
 DEMO_TENCENT_ROLE_ARN = "qcs::cam::uin/100000000001:roleName/imagesec-reader"
 DEMO_TENCENT_PROVIDER_ID = "tke-oidc-demo"
 DEMO_INSTANCE_ROLE = "imagesec-node"
+MAX_ISSUED = 10_000
+MAX_SEEN = 1_000
 
 
 class TemporaryKeyError(Exception):
@@ -93,8 +95,17 @@ class IdentityStore:
             role=role,
         )
         with self._lock:
+            if len(self.issued) >= MAX_ISSUED:  # bounded: forget keys expired an hour ago
+                horizon = self.clock() - 3600
+                self.issued = {k: v for k, v in self.issued.items() if v.expiration > horizon}
             self.issued[key_id] = issued
         return issued
+
+    def saw_oidc_token(self, token: str) -> None:
+        """Record a presented OIDC token (the last ``MAX_SEEN`` are kept)."""
+        with self._lock:
+            self.oidc_seen.append(token)
+            del self.oidc_seen[:-MAX_SEEN]
 
     def secret(self, cloud: Cloud, key_id: str, token: str | None, now: float) -> str | None:
         """The secret of temporary key ``key_id`` if ``token`` matches and it has not expired;

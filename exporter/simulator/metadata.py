@@ -50,6 +50,9 @@ def _ecs(sim: Simulator, request: SimRequest) -> SimResponse:
             return _text(400, "invalid ttl")
         token = hashlib.sha256(f"imds/{now}/{len(tokens)}".encode()).hexdigest()
         with _TOKENS_LOCK:
+            if len(tokens) >= 1000:  # bounded: expired tokens are forgotten
+                for stale in [t for t, until in tokens.items() if until <= now]:
+                    del tokens[stale]
             tokens[token] = now + int(raw)
         return _text(200, token)
     if request.method != "GET" or not request.path.startswith(_ECS_ROLE_PATH):

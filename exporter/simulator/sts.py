@@ -132,7 +132,7 @@ class AliyunSts:
                     404, "EntityNotExist.OIDCProvider", "The OIDC provider does not exist."
                 )
             token = params.get("OIDCToken", "")
-            self.sim.identity.oidc_seen.append(token)
+            self.sim.identity.saw_oidc_token(token)
             if token not in self.sim.identity.oidc_tokens:
                 raise StsError(
                     400, "AuthenticationFail.OIDCToken.Invalid", "The OIDC token is invalid."
@@ -213,7 +213,7 @@ class TencentSts:
                     200, "InvalidParameter.ParamError", "The identity provider does not exist."
                 )
             token = str(params.get("WebIdentityToken") or "")
-            self.sim.identity.oidc_seen.append(token)
+            self.sim.identity.saw_oidc_token(token)
             if token not in self.sim.identity.oidc_tokens:
                 raise StsError(
                     200,

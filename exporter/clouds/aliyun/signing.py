@@ -199,6 +199,11 @@ class ACS3Auth(httpx.Auth):
         self._clock = clock
         self._nonce = nonce
 
+    @property
+    def key_id(self) -> str:
+        """The AccessKey id this signer signs with (not a secret)."""
+        return self._access_key_id
+
     def __repr__(self) -> str:
         token = "'***'" if self._security_token is not None else "None"
         return (

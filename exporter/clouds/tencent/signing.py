@@ -148,6 +148,11 @@ class TC3Auth(httpx.Auth):
         self._token = token
         self._clock = clock
 
+    @property
+    def key_id(self) -> str:
+        """The SecretId this signer signs with (not a secret)."""
+        return self._secret_id
+
     def __repr__(self) -> str:
         token = "'***'" if self._token is not None else "None"
         return (
