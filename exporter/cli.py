@@ -16,21 +16,22 @@ from pathlib import Path
 
 import httpx
 
-from exporter import __version__
+from exporter import __version__, logs
 from exporter.config import (
     COLLECTORS,
     AccountId,
     Config,
     ResolvedCredentials,
+    inspect_file,
     load_config,
     parse_config,
 )
 from exporter.cost import estimate
 from exporter.credentials import CredentialHolder
-from exporter.credentials.chain import resolve_providers
 from exporter.credentials.pool import CredentialHolders
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
+from exporter.landing import LandingLinks
 from exporter.metrics import metric_selection
 from exporter.refresh import Refresher, Source
 from exporter.sharding import Shard, ordinal
@@ -113,11 +114,17 @@ def run_parser() -> argparse.ArgumentParser:
         "API call (exit 1 if one fails)",
     )
     parser.add_argument(
+        "--web.dashboard-url",
+        dest="dashboard_url",
+        default=_env("WEB_DASHBOARD_URL"),
+        help="URL of the Grafana dashboard, linked from the landing page "
+        "(IMAGESEC_WEB_DASHBOARD_URL)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         default=_env("LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="log level (IMAGESEC_LOG_LEVEL, default info)",
+        help="log level: debug, info, warn or error (IMAGESEC_LOG_LEVEL, default info)",
     )
     parser.add_argument(
         "--metric-allowlist",
@@ -132,7 +139,13 @@ def run_parser() -> argparse.ArgumentParser:
         default=_env("METRIC_DENYLIST"),
         help="comma-separated metric names or regexes not to expose (IMAGESEC_METRIC_DENYLIST)",
     )
-    parser.add_argument("--version", action="version", version=f"imagesec-exporter {__version__}")
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default=_env("LOG_FORMAT", "logfmt"),
+        help="log line format: logfmt or json (IMAGESEC_LOG_FORMAT, default logfmt)",
+    )
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="print version and exit")
     add_shard_flags(parser)
     group = parser.add_argument_group("collectors (default: on, or as the config file says)")
     for name, definition in COLLECTORS.items():
@@ -144,6 +157,16 @@ def run_parser() -> argparse.ArgumentParser:
             help=definition.help,
         )
     return parser
+
+
+class VersionAction(argparse.Action):
+    """``--version``: version, Python, platform and git revision, then exit 0."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from exporter.version import version_text
+
+        print(version_text())
+        parser.exit(0)
 
 
 def add_web_flags(parser: argparse.ArgumentParser) -> None:
@@ -272,15 +295,9 @@ def simulate_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request URL at INFO: too chatty, and URLs may carry signed parameters.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+def configure_logging(level: str, fmt: str = "logfmt") -> None:
+    """Logs to stderr (exporter/logs.py); ValueError for an unknown level or format."""
+    logs.configure(level, fmt)
 
 
 def demo_config(
@@ -342,7 +359,10 @@ def demo_clouds() -> Iterator[tuple[dict[str, str], str]]:
         }
         tencent = stack.enter_context(SimulatorServer(sim, "tencent"))
         urls = {region: f"http://{server.address}" for region, server in sas.items()}
-        log.info("demo clouds started aliyun=%s tencent=%s", urls, tencent.address)
+        log.info(
+            "demo clouds started",
+            extra={"aliyun": ",".join(urls.values()), "tencent": tencent.address},
+        )
         yield urls, f"http://{tencent.address}"
 
 
@@ -385,9 +405,9 @@ async def serve(
             store.update(snapshot)
             sys.stdout.buffer.write(store.scrape(accept_gzip=False))
             sys.stdout.flush()
-            failed = [str(k) for k, s in snapshot.sources.items() if not s.up]
+            failed = sorted(str(k) for k, s in snapshot.sources.items() if not s.up)
             if failed:
-                log.error("sources failed: %s", ", ".join(sorted(failed)))
+                log.error("sources failed", extra={"sources": ",".join(failed)})
             return 1 if failed else 0
         refresher.on_snapshot = store.update
         store.start()
@@ -484,6 +504,7 @@ def start_web(
         probes_without_auth=args.probes_without_auth,
         reload=reload if args.enable_lifecycle else None,
         reload_status=status,
+        links=LandingLinks(dashboard_url=args.dashboard_url, demo=args.demo),
     )
     server.start()
     return server
@@ -606,7 +627,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = run_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    try:
+        configure_logging(args.log_level, args.log_format)
+    except ValueError as err:
+        flag = "--log.format" if "format" in str(err) else "--log.level"
+        given = any(a == flag or a.startswith(f"{flag}=") for a in argv)
+        source = flag if given else f"IMAGESEC_{flag[2:].replace('.', '_').upper()}"
+        print(f"config error: {source}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     overrides = {
         name: value
         for name in COLLECTORS
@@ -621,30 +649,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.demo:
             with demo_clouds() as (aliyun_urls, tencent_url):
-                config, demo_credentials = demo_config(aliyun_urls, tencent_url)
+                demo, demo_credentials = demo_config(aliyun_urls, tencent_url)
                 problems: list[ConfigProblem] = []
                 web_config = _web_config(args, problems)
-                _check(config, overrides, problems, args)
+                _check(demo, overrides, problems, args)
                 if args.check_config:
                     print("demo configuration is valid")
                     return 0
-                return _run(config, demo_credentials, args, overrides, web_config)
+                return _run(demo, demo_credentials, args, overrides, web_config)
         if not args.config_file:
             parser.error("--config.file is required (or --demo)")
-        config = load_config(Path(args.config_file))
-        problems = []
+        found = inspect_file(Path(args.config_file))
+        config, problems = found.config, list(found.problems)
         credentials: dict[AccountId, ResolvedCredentials | CredentialHolder] = {}
         origins: dict[AccountId, str] = {}
-        try:
-            for ident, resolved in resolve_providers(config, os.environ).items():
-                credentials[ident] = CredentialHolder(
-                    resolved.provider, cloud=ident[0], account=ident[1]
-                )
-                origins[ident] = f"{resolved.provider.kind} ({resolved.origin})"
-        except ConfigError as err:
-            problems += err.details
+        for ident, resolved in found.credentials.items():
+            credentials[ident] = CredentialHolder(
+                resolved.provider, cloud=ident[0], account=ident[1]
+            )
+            origins[ident] = f"{resolved.provider.kind} ({resolved.origin})"
         web_config = _web_config(args, problems)
         _check(config, overrides, problems, args)
+        assert config is not None  # _check raised otherwise
         if args.check_config:
             print(f"configuration is valid: {len(config.accounts)} account(s)")
             for (provider, name), origin in origins.items():
@@ -673,14 +699,14 @@ def _web_config(args: argparse.Namespace, problems: list[ConfigProblem]) -> WebC
 
 
 def _check(
-    config: Config,
+    config: Config | None,
     overrides: dict[str, bool],
     problems: list[ConfigProblem],
     args: argparse.Namespace,
 ) -> None:
-    """Raise every problem found so far plus the collector, listen-address and metric
-    selection problems."""
-    problems = problems + check_collectors(config, overrides)
+    """Raise every problem found so far plus the collector and flag problems."""
+    if config is not None:
+        problems = problems + check_collectors(config, overrides)
     for address in [] if args.systemd_socket else listen_addresses(args):
         try:
             parse_listen_address(address)
@@ -688,6 +714,15 @@ def _check(
             problems.append(ConfigProblem("--web.listen-address", str(err)))
     if args.max_requests < 0 or args.max_connections < 0:
         problems.append(ConfigProblem("--web.max-requests", "must be 0 (no limit) or more"))
+    path = args.telemetry_path
+    if not path.startswith("/") or path in ("/", "/-/healthy", "/-/ready", "/-/reload"):
+        problems.append(
+            ConfigProblem(
+                "--web.telemetry-path",
+                f"{path!r} must be a path starting with '/' other than /, /-/healthy, /-/ready "
+                f"and /-/reload (e.g. /{path.strip('/') or 'metrics'})",
+            )
+        )
     try:
         metric_selection(args.metric_allowlist, args.metric_denylist)
     except ValueError as err:

@@ -1,13 +1,23 @@
-"""The YAML configuration: strict pydantic models, credential resolution, one error per problem."""
+"""The YAML configuration: strict pydantic models, credential resolution, one error per problem.
+
+The pydantic models are the schema. ``load_config`` builds the reporting around them: every
+problem of a file in one run, each with its YAML line, in our words (``did you mean`` for misspelt
+keys, derived from the models' fields, so a field added to a model gets both for free). Checks
+that span fields (``account_problems``) also run on the raw YAML, so a field error elsewhere does
+not hide them. Durations take seconds or Prometheus' syntax (``90``, ``30s``, ``1h30m``, ``1d``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,6 +33,10 @@ from pydantic import (
 )
 
 from exporter.errors import ConfigError, ConfigProblem
+from exporter.regions import REGIONS, suggest
+
+if TYPE_CHECKING:
+    from exporter.credentials.chain import Resolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +67,72 @@ COLLECTORS: dict[str, CollectorDef] = {
     ),
 }
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MIN_INTERVAL = 1.0
+"""Floor of every collector's refresh interval, in seconds (README, "Configuration reference"):
+it catches unit slips (``1ms``, ``0.5``); production intervals are minutes (the defaults)."""
+MIN_TIMEOUT = 1.0
+"""Floor of ``refresh.timeout``, in seconds."""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_PROMETHEUS_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_PROMETHEUS_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 
 
 def parse_duration(value: object) -> object:
-    """Accept seconds as a number or a Prometheus-style string: ``90``, ``90s``, ``5m``, ``1h``."""
+    """Seconds as a number, or a string: ``90``, ``1.5m`` or Prometheus' ``1h30m``, ``1d``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration: use e.g. 30s, 5m, 1h30m, 1d")
     if isinstance(value, str):
         match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h)")
-        return float(match.group(1)) * _UNITS[match.group(2)]
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+        match = _PROMETHEUS_DURATION.match(value.strip())
+        if match and any(match.groups()):
+            return sum(
+                int(n) * unit
+                for n, unit in zip(match.groups(), _PROMETHEUS_UNITS, strict=True)
+                if n
+            )
+        raise ValueError(f"{value!r} is not a duration: use e.g. 30s, 5m, 1h30m, 1d")
     return value
 
 
+def format_duration(seconds: float) -> str:
+    """``5400`` as ``1h30m``, ``0.001`` as ``1ms``: Prometheus' duration syntax."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    out, rest = "", seconds
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, rest = divmod(rest, size)
+        if count:
+            out += f"{count:.0f}{unit}"
+    return out + (f"{rest:g}s" if rest or not out else "")
+
+
+def at_least(minimum: float, what: str) -> Callable[[float], float]:
+    """A validator refusing durations under ``minimum`` seconds, naming the documented floor."""
+
+    def check(value: float) -> float:
+        if value < minimum:
+            raise ValueError(
+                f"{format_duration(value)} is under the floor of {format_duration(minimum)} "
+                f"for {what}"
+            )
+        return value
+
+    return check
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Interval = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(at_least(MIN_INTERVAL, "intervals"))
+]
+Timeout = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(at_least(MIN_TIMEOUT, "timeouts"))
+]
 
 _PLACEHOLDER = re.compile(
     r"^(changeme|change[-_]me|x+|secret|password|todo|your.*|<.*>|\$\{.*\}|.*example.*)$", re.I
@@ -78,9 +143,15 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def only_for(*providers: str) -> dict[str, Any]:
+    """``Field(json_schema_extra=only_for("tencent"))``: the key applies to these providers only;
+    on an account of another provider it is a config error (``account_problems``)."""
+    return {"providers": list(providers)}
+
+
 class CollectorSettings(StrictModel):
     enabled: bool = True
-    interval: Duration | None = None
+    interval: Interval | None = None
 
 
 ALIYUN_TYPES = (
@@ -209,8 +280,11 @@ class Account(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     provider: Literal["aliyun", "tencent"]
     regions: list[str] = Field(min_length=1)
+    allow_unknown_regions: bool = False  # escape hatch for regions exporter/regions.py lacks
     endpoint: str | dict[str, str] | None = None  # one for all regions, or per region
-    site: Literal["china", "international"] = "china"
+    site: Literal["china", "international"] = Field(
+        default="china", json_schema_extra=only_for("tencent")
+    )
     credentials: Credentials = Credentials()
     sts_endpoint: str | None = Field(default=None, pattern=r"^(https?://)?[^\s/]+(:\d+)?/?$")
     metadata_endpoint: str | None = Field(default=None, pattern=r"^(https?://)?[^\s/]+(:\d+)?/?$")
@@ -222,7 +296,7 @@ class Account(StrictModel):
     @classmethod
     def _regions(cls, regions: list[str]) -> list[str]:
         for region in regions:
-            if not re.fullmatch(r"[a-z]{2,}(-[a-z0-9]+)+", region):
+            if not REGION_ID.fullmatch(region):
                 raise ValueError(f"not a region id: {region!r}")
         if len(set(regions)) != len(regions):
             raise ValueError("regions must be unique")
@@ -239,48 +313,112 @@ class Account(StrictModel):
     def _known_collectors(cls, value: dict[str, CollectorSettings]) -> dict[str, CollectorSettings]:
         unknown = sorted(set(value) - set(COLLECTORS))
         if unknown:
-            raise ValueError(f"unknown collector(s) {unknown}; known: {sorted(COLLECTORS)}")
+            raise ValueError("\n".join(unknown_collector(name) for name in unknown))
         return value
 
     @model_validator(mode="after")
     def _provider_rules(self) -> Account:
-        creds = self.credentials
-        kind = creds.type or ""
-        types = ALIYUN_TYPES if self.provider == "aliyun" else TENCENT_TYPES
-        if kind and kind not in types:
-            raise ValueError(
-                f"credentials type {kind!r} does not apply to provider {self.provider} "
-                f"(types: {', '.join(types)})"
-            )
-        allowed = CREDENTIAL_FIELDS[(self.provider, kind)]
-        wrong = [f for f in creds.set_fields() if f not in allowed]
-        if wrong:
-            what = f"type {kind}" if kind else f"provider {self.provider} without a type"
-            raise ValueError(f"credentials {wrong} do not apply to {what}")
-        for name in self.collectors:
-            if COLLECTORS[name].provider != self.provider:
-                raise ValueError(f"collector {name} does not apply to provider {self.provider}")
-        if isinstance(self.endpoint, dict):
-            unknown = sorted(set(self.endpoint) - set(self.regions))
-            if unknown:
-                raise ValueError(f"endpoint given for regions not listed in regions: {unknown}")
-        if self.provider == "aliyun" and self.endpoint is None:
-            from exporter.clouds.aliyun.endpoints import sas_endpoint
-
-            hosts: dict[str, str] = {}
-            for region in self.regions:
-                host = sas_endpoint(region)
-                if host in hosts:
-                    raise ValueError(
-                        f"regions {hosts[host]} and {region} are both served by {host}, which "
-                        "answers for the whole site: list one region per site"
-                    )
-                hosts[host] = region
+        problems = credential_problems(self.provider, self.credentials)
+        fields = {name: getattr(self, name) for name in self.model_fields_set}
+        problems += [
+            message for _, message in account_problems({**fields, "provider": self.provider})
+        ]
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
+Location = tuple[int | str, ...]
+
+
+def credential_problems(provider: str, creds: Credentials) -> list[str]:
+    """What is wrong with an account's ``credentials`` for its provider (type and fields)."""
+    kind = creds.type or ""
+    types = ALIYUN_TYPES if provider == "aliyun" else TENCENT_TYPES
+    if kind and kind not in types:
+        return [
+            f"credentials type {kind!r} does not apply to provider {provider} "
+            f"(types: {', '.join(types)})"
+        ]
+    allowed = CREDENTIAL_FIELDS[(provider, kind)]
+    wrong = [f for f in creds.set_fields() if f not in allowed]
+    if wrong:
+        what = f"type {kind}" if kind else f"provider {provider} without a type"
+        return [f"credentials {wrong} do not apply to {what}"]
+    return []
+
+
+REGION_ID = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
+
+
+def unknown_collector(name: str) -> str:
+    hint = suggest(name, COLLECTORS) or f" (known: {', '.join(COLLECTORS)})"
+    return f"unknown collector {name!r}{hint}"
+
+
+def account_problems(account: Mapping[str, Any]) -> list[tuple[Location, str]]:
+    """The checks that span an account's fields, as (location in the account, message).
+
+    Runs on the validated model and on the raw YAML mapping (so a field error elsewhere in the
+    account does not hide these); tolerant of wrong types, which the field validation reports.
+    """
+    problems: list[tuple[Location, str]] = []
+    provider = account.get("provider")
+    if provider not in REGIONS:
+        return problems
+    for name, field in Account.model_fields.items():
+        extra = field.json_schema_extra
+        providers = extra.get("providers") if isinstance(extra, dict) else None
+        if isinstance(providers, list) and name in account and provider not in providers:
+            only = " and ".join(str(p) for p in providers)
+            problems.append(((name,), f"{name!r} applies to provider {only} only, not {provider}"))
+    regions = account.get("regions")
+    regions = [r for r in regions if isinstance(r, str)] if isinstance(regions, list) else []
+    if account.get("allow_unknown_regions") is not True:
+        for index, region in enumerate(regions):
+            if REGION_ID.fullmatch(region) and region not in REGIONS[provider]:
+                problems.append(
+                    (
+                        ("regions", index),
+                        f"unknown {provider} region {region!r}{suggest(region, REGIONS[provider])}"
+                        "; for a region newer than this release set allow_unknown_regions: true",
+                    )
+                )
+    collectors = account.get("collectors")
+    if isinstance(collectors, Mapping):
+        for name in collectors:
+            if name not in COLLECTORS:
+                problems.append((("collectors", name), unknown_collector(str(name))))
+            elif COLLECTORS[name].provider != provider:
+                problems.append(
+                    (("collectors", name), f"collector {name} does not apply to {provider}")
+                )
+    endpoint = account.get("endpoint")
+    if isinstance(endpoint, Mapping):
+        for region in sorted(set(endpoint) - set(regions)):
+            problems.append(
+                (("endpoint", region), f"endpoint given for region {region!r}, not in regions")
+            )
+    if provider == "aliyun" and endpoint is None:
+        from exporter.clouds.aliyun.endpoints import sas_endpoint
+
+        hosts: dict[str, str] = {}
+        for index, region in enumerate(regions):
+            host = sas_endpoint(region)
+            if host in hosts:
+                problems.append(
+                    (
+                        ("regions", index),
+                        f"regions {hosts[host]} and {region} are both served by {host}, which "
+                        "answers for the whole site: list one region per site",
+                    )
+                )
+            hosts.setdefault(host, region)
+    return problems
+
+
 class RefreshSettings(StrictModel):
-    timeout: Duration = 600.0
+    timeout: Timeout = 600.0
     concurrency: int = Field(default=8, ge=1, le=64)
     max_attempts: int = Field(default=4, ge=1, le=10)
     progress_interval: Duration = 10.0  # a per-image pass publishes what it has this often
@@ -423,10 +561,18 @@ def resolve_credentials(
     if key_id is None and secret is None:
         key_id, secret, origin = env.get(id_env) or None, env.get(secret_env) or None, "env"
         token = token or env.get(token_env) or None
-    if not key_id or not secret:
+    if not key_id and not secret:
         raise ValueError(
             f"no credentials: set {id_env} and {secret_env}, or credentials.{id_field} and "
             f"credentials.{secret_field} (or their *_file variants)"
+        )
+    if not key_id or not secret:
+        have, lack = (id_field, secret_field) if key_id else (secret_field, id_field)
+        if origin == "env":
+            have, lack = (id_env, secret_env) if key_id else (secret_env, id_env)
+            raise ValueError(f"{have} is set but {lack} is not")
+        raise ValueError(
+            f"credentials.{have} is set but credentials.{lack} (or {lack}_file) is not"
         )
     if not allow_placeholders and (_PLACEHOLDER.match(secret) or _PLACEHOLDER.match(key_id)):
         raise ValueError("credentials look like a placeholder; set the real key")
@@ -438,7 +584,7 @@ def resolve_credentials(
     )
 
 
-def _location(loc: tuple[int | str, ...], data: Any) -> str:
+def _location(loc: Location, data: Any) -> str:
     """Turn a pydantic error location into ``accounts[0] (prod).regions[1]``."""
     out = ""
     node = data
@@ -458,34 +604,309 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
     return out
 
 
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that also records where each key and item is and finds duplicate keys."""
+
+
+def _walk(
+    node: yaml.Node, path: Location, lines: dict[Location, int]
+) -> Iterator[tuple[Location, str, int]]:
+    """Record the 1-based line of every mapping key and sequence item; yield duplicate keys."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[object, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                yield (
+                    (*path, key),
+                    f"duplicate key {key!r} (first at line {seen[key]}): YAML keeps only the last",
+                    line,
+                )
+            seen.setdefault(key, line)
+            lines.setdefault((*path, key), line)
+            yield from _walk(value_node, (*path, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.setdefault((*path, index), item.start_mark.line + 1)
+            yield from _walk(item, (*path, index), lines)
+
+
+def _line(loc: Location, lines: Mapping[Location, int]) -> int | None:
+    """The line of ``loc``, or of its nearest ancestor the file names."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The types an annotation may hold (Optional, unions and Annotated unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
+    return [annotation]
+
+
+def _model_at(loc: Location) -> type[BaseModel] | None:
+    """The config model that the mapping at ``loc`` is validated against, if any."""
+    current: list[Any] = [Config]
+    for part in loc:
+        following: list[Any] = []
+        for candidate in current:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                field = candidate.model_fields.get(str(part))
+                if field is not None:
+                    following += _unwrap(field.annotation)
+            elif typing.get_origin(candidate) in (list, dict):
+                following += _unwrap(typing.get_args(candidate)[-1])
+        current = following
+    for candidate in current:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _strip_union_tags(loc: Location, data: Any, kind: str) -> Location:
+    """Drop the parts pydantic adds to name a union member (``str``, ``dict[str,str]``)."""
+    out: list[int | str] = []
+    node = data
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(part, str) and isinstance(node, dict) and part not in node:
+            if not (last and kind == "missing"):
+                continue
+        out.append(part)
+        try:
+            node = node[part]
+        except (IndexError, KeyError, TypeError):
+            node = None
+    return tuple(out)
+
+
+_MESSAGES: dict[str, str] = {
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+}
+
+
+def _message(error: Mapping[str, Any], loc: Location) -> str:
+    """A pydantic error in our words."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        model = _model_at(loc[:-1])
+        known = list(model.model_fields) if model else []
+        hint = suggest(key, known) or (f"; valid keys: {', '.join(known)}" if known else "")
+        return f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}" if loc else "missing"
+    if kind in ("literal_error", "enum"):
+        value = error.get("input")
+        choices = [
+            c.strip(" '") for c in str(ctx.get("expected", "")).replace(" or ", ",").split(",")
+        ]
+        hint = suggest(value, choices) if isinstance(value, str) else ""
+        return f"must be one of {ctx.get('expected')}, not {value!r}{hint}"
+    if kind == "too_short":
+        return "must not be empty" if ctx.get("min_length") == 1 else error["msg"]
+    if kind == "too_long" or kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters long"
+    if kind == "string_pattern_mismatch":
+        return f"{error.get('input')!r} must match {ctx.get('pattern')}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        words = {
+            "greater_than": "greater than",
+            "greater_than_equal": "at least",
+            "less_than": "less than",
+            "less_than_equal": "at most",
+        }
+        bound = next(iter(ctx.values()), "")
+        return f"must be {words[kind]} {bound}, not {error.get('input')!r}"
+    if kind in _MESSAGES:
+        return f"{_MESSAGES[kind]}, not {error.get('input')!r}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def config_problems(data: Any, lines: Mapping[Location, int] | None = None) -> list[ConfigProblem]:
+    """Every problem of parsed YAML, with lines when ``lines`` has them; empty when valid."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        return [ConfigProblem("", "the config file must be a YAML mapping", line=1)]
+
+    def problem(loc: Location, message: str) -> ConfigProblem:
+        return ConfigProblem(_location(loc, data), message, line=_line(loc, lines))
+
+    found: list[ConfigProblem] = []
+    raw_messages: set[str] = set()
+    if isinstance(data.get("collectors"), dict):
+        for name in data["collectors"]:
+            if name not in COLLECTORS:
+                raw_messages.add(unknown_collector(str(name)))
+                found.append(problem(("collectors", name), unknown_collector(str(name))))
+    accounts = data.get("accounts")
+    if isinstance(accounts, list):
+        names = [(a.get("provider"), a.get("name")) for a in accounts if isinstance(a, dict)]
+        for index, account in enumerate(accounts):
+            if not isinstance(account, dict):
+                continue
+            ident = (account.get("provider"), account.get("name"))
+            if ident[1] is not None and names.count(ident) > 1 and names.index(ident) != index:
+                message = (
+                    f"account names must be unique per provider: {ident[0]}/{ident[1]} is listed "
+                    "twice"
+                )
+                found.append(problem(("accounts", index, "name"), message))
+            for loc, message in account_problems(account):
+                raw_messages.add(message)
+                found.append(problem(("accounts", index, *loc), message))
+    try:
+        Config.model_validate(data)
+    except ValidationError as err:
+        for error in err.errors(include_url=False):
+            loc = _strip_union_tags(tuple(error["loc"]), data, error["type"])
+            for line in _message(error, loc).splitlines():
+                if line not in raw_messages and "names must be unique per provider" not in line:
+                    found.append(problem(loc, line))
+    unique: dict[tuple[str, str], ConfigProblem] = {}
+    for item in found:
+        unique.setdefault((item.location, item.error), item)
+    return sorted(unique.values(), key=lambda p: (p.line or 0, p.location))
+
+
 def parse_config(data: Any) -> Config:
     """Validate parsed YAML; every problem becomes one ``ConfigProblem``."""
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem("", "the config file must be a YAML mapping")])
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        problems = [
-            ConfigProblem(_location(tuple(e["loc"]), data), e["msg"].removeprefix("Value error, "))
-            for e in err.errors(include_url=False, include_input=False)
-        ]
-        raise ConfigError(problems) from None
+    problems = config_problems(data)
+    if problems:
+        raise ConfigError(problems)
+    return Config.model_validate(data)
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate a YAML config file."""
+def read_yaml(path: Path) -> tuple[Any, dict[Location, int], list[ConfigProblem]]:
+    """The parsed file, the line of every key and item, and its duplicate keys."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError([ConfigProblem(str(path), f"cannot read: {err.strerror}")]) from None
+    loader = _LineLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError([ConfigProblem(str(path), "the config file is empty", line=1)])
+        lines: dict[Location, int] = {}
+        duplicates = list(_walk(node, (), lines))
+        data = loader.construct_document(node)
+        problems = [ConfigProblem(_location(loc, data), msg, line=n) for loc, msg, n in duplicates]
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(err, "problem", None) or "invalid YAML"
-        raise ConfigError([ConfigProblem(where, f"invalid YAML: {problem}")]) from None
-    return parse_config(data)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            [ConfigProblem(str(path), f"invalid YAML: {problem}", line=line)]
+        ) from None
+    finally:
+        loader.dispose()
+    return data, lines, problems
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a YAML config file; every problem, with its line, in one ConfigError."""
+    config, _ = check_file(path, resolve=False)
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    """What ``inspect_file`` found: the config if the file itself is valid, each account's
+    resolved credential provider, and every problem."""
+
+    config: Config | None
+    credentials: dict[AccountId, Resolved]
+    problems: list[ConfigProblem]
+
+
+def check_file(
+    path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    resolve: bool = True,
+    allow_placeholders: bool = False,
+) -> tuple[Config, dict[AccountId, Resolved]]:
+    """Load, validate and (with ``resolve``) resolve every account's credential provider.
+
+    Raises one ConfigError with every problem of all three steps.
+    """
+    found = inspect_file(path, env, resolve=resolve, allow_placeholders=allow_placeholders)
+    if found.problems or found.config is None:
+        raise ConfigError(found.problems)
+    return found.config, found.credentials
+
+
+def inspect_file(
+    path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    resolve: bool = True,
+    allow_placeholders: bool = False,
+) -> FileCheck:
+    """Every problem of the file, with its line. Credentials are resolved (nothing fetched) for
+    each account whose provider and credentials are valid, even when another part of the file
+    is wrong, so a second round is never needed."""
+    from exporter.credentials.chain import resolve_provider
+
+    try:
+        data, lines, problems = read_yaml(path)
+    except ConfigError as err:
+        return FileCheck(None, {}, list(err.details))
+    problems += config_problems(data, lines)
+    credentials: dict[AccountId, Resolved] = {}
+    if resolve and isinstance(data, dict) and isinstance(data.get("accounts"), list):
+        env = os.environ if env is None else env
+        reported = {p.error for p in problems}
+        for index, raw in enumerate(data["accounts"]):
+            if not isinstance(raw, dict) or raw.get("provider") not in REGIONS:
+                continue  # reported above
+            try:  # only the credentials need to be valid: other mistakes are reported above
+                creds = Credentials.model_validate(raw.get("credentials") or {})
+            except ValidationError:
+                continue
+            loc = ("accounts", index, "credentials")
+            where, line = _location(loc, data), _line(loc, lines)
+            wrong = credential_problems(raw["provider"], creds)
+            if wrong:
+                problems += [ConfigProblem(where, m, line=line) for m in wrong if m not in reported]
+                continue
+            endpoints = {
+                key: raw[key]
+                for key in ("sts_endpoint", "metadata_endpoint")
+                if isinstance(raw.get(key), str)
+            }
+            account = Account.model_construct(
+                name=str(raw.get("name")), provider=raw["provider"], credentials=creds, **endpoints
+            )
+            try:
+                credentials[(account.provider, account.name)] = resolve_provider(
+                    account, env, allow_placeholders=allow_placeholders
+                )
+            except ValueError as err:
+                problems.append(ConfigProblem(where, str(err), line=line))
+    config: Config | None = None
+    with contextlib.suppress(ValidationError):
+        config = Config.model_validate(data)
+    problems.sort(key=lambda p: (p.line or 0, p.location))
+    return FileCheck(config, credentials, [replace(p, file=str(path)) for p in problems])
 
 
 AccountId = tuple[str, str]

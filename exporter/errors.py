@@ -188,13 +188,21 @@ class ExporterError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
-    """One problem found in the configuration: where it is and what is wrong."""
+    """One problem found in the configuration: where it is and what is wrong.
+
+    ``file`` and ``line`` (1-based), when known, print first, as compilers do: ``config.yml:12:``.
+    """
 
     location: str
     error: str
+    line: int | None = None
+    file: str = ""
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.error}" if self.location else self.error
+        where = ": ".join(p for p in (self.location, self.error) if p)
+        if self.line is not None:
+            return f"{self.file or 'line'}{':' if self.file else ' '}{self.line}: {where}"
+        return where
 
 
 class ConfigError(ExporterError):

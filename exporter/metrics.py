@@ -40,7 +40,16 @@ SOURCE_LABELS: tuple[str, ...] = ("provider", "account", "region", "source")
 
 API_LABELS: tuple[str, ...] = ("provider", "account", "region", "action")
 
-INFO_LABELS: tuple[str, ...] = ("digest", "registry_type", "repo_type", "os", "architecture")
+INFO_LABELS: tuple[str, ...] = (
+    "digest",
+    "registry_type",
+    "repo_type",
+    "os",
+    "architecture",
+    "image_region",
+)
+"""``region`` on every series is the configured source region (as on imagesec_up); the image's
+own vendor region (Sas RegionId of the registry) is ``image_region``, on imagesec_image_info only."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,15 @@ class SourceKey:
     def labels(self) -> tuple[str, str, str, str]:
         return (self.provider, self.account, self.region, self.source)
 
+    def log_fields(self) -> dict[str, str]:
+        """The source's identity as log ``extra`` keys (exporter/logs.py)."""
+        return {
+            "provider": self.provider,
+            "account": self.account,
+            "region": self.region,
+            "source": self.source,
+        }
+
     def __str__(self) -> str:
         return f"{self.provider}/{self.account}/{self.region}/{self.source}"
 

@@ -122,7 +122,7 @@ class Refresher:
         previous = self._states[source.key]
         upstream: SourceData | None = None
         started = self._monotonic()
-        code = ""
+        code = request_id = ""
         self._partial.pop(source.key, None)
         try:
             if source.depends_on is not None:
@@ -137,17 +137,27 @@ class Refresher:
                 data = await source.refresh(upstream)
         except SourceError as err:
             code, message = err.code or type(err).__name__, str(err)
+            request_id = err.request_id
         except TimeoutError:
             partial = self._partial.pop(source.key, None)
             if partial is not None:
                 return self._incomplete(source, previous, partial(), started)
             code, message = "timeout", f"refresh took longer than {self._timeout:g}s"
         except Exception as err:  # a bug must not stop the loop or the other sources
-            log.exception("refresh crashed source=%s", source.key)
+            log.exception("refresh crashed", extra=source.key.log_fields())
             code, message = "internal", f"internal error: {type(err).__name__}"
         duration = self._monotonic() - started
         if code:
-            log.warning("refresh failed source=%s code=%s error=%s", source.key, code, message)
+            log.warning(
+                "refresh failed",
+                extra={
+                    **source.key.log_fields(),
+                    "code": code,
+                    "error": message,
+                    **({"request_id": request_id} if request_id else {}),
+                    "duration": round(duration, 3),
+                },
+            )
             self._telemetry.inc("imagesec_refresh_failures", (*source.key.labels(), code))
             now = self._clock()
             state = replace(
@@ -166,10 +176,12 @@ class Refresher:
                 state = replace(state, data=None, expired=True)
         else:
             log.info(
-                "refresh ok source=%s images=%d duration=%.2fs",
-                source.key,
-                len(data.images),
-                duration,
+                "refresh ok",
+                extra={
+                    **source.key.log_fields(),
+                    "images": len(data.images),
+                    "duration": round(duration, 3),
+                },
             )
             now = self._clock()
             state = replace(

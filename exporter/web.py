@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import html
 import logging
 import os
 import socket
@@ -24,7 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,10 @@ from prometheus_client import GCCollector, ProcessCollector
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter import landing
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore, body_length
+from exporter.landing import LandingLinks
 from exporter.metrics import CATALOGUE
 from exporter.model import Snapshot
 from exporter.telemetry import Telemetry
@@ -68,57 +68,12 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _age(now: float, then: float | None) -> str:
-    return "never" if then is None else f"{now - then:.0f}s ago"
-
-
-def landing_page(snapshot: Snapshot, telemetry_path: str) -> bytes:
-    """The page at ``/``: version, links and each source's state (no secrets, escaped)."""
-    now = time.time()
-    rows = []
-    for key in sorted(snapshot.sources):
-        s = snapshot.sources[key]
-        state = "up" if s.up else ("down" if s.attempted else "pending")
-        if s.data is not None and s.data.truncated:
-            state += f" (incomplete: {s.data.truncated})"
-        if s.expired:
-            state += " (data expired)"
-        images = len(s.data.images) if s.data else 0
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(v))}</td>"
-                for v in (
-                    key.provider,
-                    key.account,
-                    key.region,
-                    key.source,
-                    state,
-                    images,
-                    _age(now, s.last_success),
-                    f"{s.interval:g}s",
-                    s.last_error or "",
-                )
-            )
-            + "</tr>"
-        )
-    path = html.escape(telemetry_path)
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>imagesec-exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .6em;text-align:left}}
-tr:nth-child(even){{background:#f3f3f3}}</style></head>
-<body><h1>imagesec-exporter {html.escape(__version__)}</h1>
-<p>Container-image security findings of Alibaba Cloud Sas and Tencent Cloud TCSS, cached and
-refreshed in the background.</p>
-<ul><li><a href="{path}">{path}</a></li><li><a href="/-/healthy">/-/healthy</a></li>
-<li><a href="/-/ready">/-/ready</a></li></ul>
-<h2>Sources</h2>
-<table><tr><th>provider</th><th>account</th><th>region</th><th>source</th><th>state</th>
-<th>images</th><th>last success</th><th>interval</th><th>last error</th></tr>
-{"".join(rows)}
-</table></body></html>
-"""
-    return page.encode()
+def landing_page(
+    snapshot: Snapshot, telemetry_path: str, links: LandingLinks | None = None
+) -> bytes:
+    """The page at ``/`` now: exporter/landing.py renders it from the snapshot (no secrets)."""
+    links = replace(links or LandingLinks(), telemetry_path=telemetry_path)
+    return landing.render(snapshot, time.time(), links)
 
 
 SERVER_HEADER = "imagesec-exporter"  # no version: scanners need not learn it
@@ -317,9 +272,11 @@ class WebServer:
         sockets: Sequence[socket.socket] = (),
         watch_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        links: LandingLinks | None = None,
     ) -> None:
         self._store = store
         self._telemetry_path = telemetry_path
+        self._links = links
         self._web_config_file = web_config_file
         self._telemetry = telemetry or Telemetry()
         for reason in REJECT_REASONS:
@@ -529,7 +486,7 @@ class WebServer:
                     return self._response(live, 200, "Ready\n")
                 return self._response(live, 503, "Not ready: first refresh running\n")
             if path == "/":
-                page = landing_page(self._store.snapshot, self._telemetry_path)
+                page = landing_page(self._store.snapshot, self._telemetry_path, self._links)
                 response = web.Response(body=page, content_type="text/html", charset="utf-8")
                 self._decorate(live, response, None)
                 return response

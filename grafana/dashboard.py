@@ -6,7 +6,14 @@ tests/test_dashboard.py fails while the committed JSON differs from what this sc
 The JSON is importable as it is: the import dialog asks for a Prometheus data source
 (``${DS_PROMETHEUS}``), which becomes the default of the ``datasource`` variable that every panel
 uses. Variables ``provider``, ``account``, ``region`` and ``repo`` filter every per-image panel;
-the exporter-health panels ignore ``repo``.
+the exporter-health panels ignore ``repo``. ``region`` is the configured source region on every
+series (the image's own region is ``image_region`` on imagesec_image_info only), so one region
+filters the findings and the health of the same sources.
+
+Aggregate panels read the recording rules of alerts/imagesec.rules.yml (``repo:...``: per
+repository and severity, level, status or scan), so the dashboard stays fast at 50k images; only
+the per-image top-15 tables read the per-image series. tests/test_prometheus_e2e.py runs every
+query on a real Prometheus that evaluates those rules.
 """
 
 from __future__ import annotations
@@ -160,13 +167,19 @@ def table_panel(title: str, description: str, expr: str, value_name: str) -> tab
     )
 
 
-def label_variable(name: str, label: str, selector: str) -> dash.QueryVariable:
-    """A multi-value variable listing the values of ``name`` among the image info series."""
+def label_variable(
+    name: str, label: str, selector: str, metric: str = "imagesec_up"
+) -> dash.QueryVariable:
+    """A multi-value variable listing the values of ``name`` among ``metric``'s series.
+
+    Provider, account and region come from ``imagesec_up``: every configured source, with
+    ``region`` the source's configured region, as on every other series.
+    """
     return (
         dash.QueryVariable(name)
         .label(label)
         .datasource(DATASOURCE)
-        .query(f"label_values({_selector('imagesec_image_info', selector)}, {name})")
+        .query(f"label_values({_selector(metric, selector)}, {name})")
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(VariableSort.ALPHABETICAL_ASC)
         .multi(True)
@@ -189,24 +202,25 @@ def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
         label_variable("provider", "Provider", ""),
         label_variable("account", "Account", 'provider=~"$provider"'),
         label_variable("region", "Region", 'provider=~"$provider", account=~"$account"'),
-        label_variable("repo", "Repository", SOURCE),
+        label_variable("repo", "Repository", SOURCE, "repo:imagesec_images:count"),
     ]
 
 
 def fleet_overview() -> list[PanelBuilder]:
     critical_high = (
-        f'imagesec_image_vulnerabilities_by_severity{{severity=~"critical|high", {IMAGE}}}'
+        f'repo:imagesec_image_vulnerabilities_by_severity:sum{{severity=~"critical|high", {IMAGE}}}'
     )
     return [
         stat_panel(
             "Images",
-            f"count(imagesec_image_info{{{IMAGE}}})",
+            f"sum(repo:imagesec_images:count{{{IMAGE}}}) or vector(0)",
             "Images the cloud security centres know, after the variable filters.",
             (None, BLUE),
         ),
         stat_panel(
             "Images with critical or high vulnerabilities",
-            f"count(sum without (severity) ({critical_high}) > 0) or vector(0)",
+            "sum(repo:imagesec_images_with_critical_or_high_vulnerabilities:count"
+            f"{{{IMAGE}}}) or vector(0)",
             "Images with at least one critical or high vulnerability "
             "(Sas: fix priority asap counts as high).",
             (None, GREEN),
@@ -221,21 +235,23 @@ def fleet_overview() -> list[PanelBuilder]:
         ),
         stat_panel(
             "Malicious samples unhandled",
-            f'sum(imagesec_image_malicious_samples{{status="unhandled", {IMAGE}}}) or vector(0)',
+            f'sum(repo:imagesec_image_malicious_samples:sum{{status="unhandled", {IMAGE}}})'
+            " or vector(0)",
             "Malicious samples of any level that nobody has handled, verified or whitelisted.",
             (None, GREEN),
             (1, RED),
         ),
         stat_panel(
             "Baseline risk items (high)",
-            f'sum(imagesec_image_baseline_risk_items{{severity="high", {IMAGE}}}) or vector(0)',
+            f'sum(repo:imagesec_image_baseline_risk_items:sum{{severity="high", {IMAGE}}})'
+            " or vector(0)",
             "High-risk baseline check items over all images (Sas image baseline checks).",
             (None, GREEN),
             (1, ORANGE),
         ),
         stat_panel(
             "Scans failed or timed out",
-            f'count(imagesec_image_scan_status{{status=~"failed|timeout", {IMAGE}}} == 1)'
+            f'sum(repo:imagesec_image_scan_status:sum{{status=~"failed|timeout", {IMAGE}}})'
             " or vector(0)",
             "Images whose last scan ended in failed or timeout.",
             (None, GREEN),
@@ -257,7 +273,8 @@ def worst_images() -> list[PanelBuilder]:
         table_panel(
             "Worst repositories: critical + high vulnerabilities",
             "The 15 repositories whose tags add up to the most critical and high vulnerabilities.",
-            f"topk(15, sum by ({REPO_ID}) ({vulns}))",
+            f"topk(15, sum by ({REPO_ID}) (repo:imagesec_image_vulnerabilities_by_severity:sum"
+            f'{{severity=~"critical|high", {IMAGE}}}))',
             "critical + high",
         ),
         table_panel(
@@ -281,27 +298,27 @@ def findings_over_time() -> list[PanelBuilder]:
             "Vulnerabilities by severity",
             "All images' vulnerabilities by severity. Sas reports a fix priority "
             "(asap=high, later=medium, nntf=low) and never critical.",
-            f"sum by (severity) (imagesec_image_vulnerabilities_by_severity{{{IMAGE}}})",
+            f"sum by (severity) (repo:imagesec_image_vulnerabilities_by_severity:sum{{{IMAGE}}})",
             "{{severity}}",
             stacked=True,
         ),
         timeseries_panel(
             "Malicious samples by level and status",
             "Malicious samples in all images.",
-            f"sum by (level, status) (imagesec_image_malicious_samples{{{IMAGE}}})",
+            f"sum by (level, status) (repo:imagesec_image_malicious_samples:sum{{{IMAGE}}})",
             "{{level}} {{status}}",
         ),
         timeseries_panel(
             "Baseline risk items by severity",
             "Baseline check risk items in all images.",
-            f"sum by (severity) (imagesec_image_baseline_risk_items{{{IMAGE}}})",
+            f"sum by (severity) (repo:imagesec_image_baseline_risk_items:sum{{{IMAGE}}})",
             "{{severity}}",
             stacked=True,
         ),
         timeseries_panel(
             "Vulnerabilities by provider and account",
             "Total vulnerabilities the scanners report, per cloud account.",
-            f"sum by (provider, account) (imagesec_image_vulnerabilities{{{IMAGE}}})",
+            f"sum by (provider, account) (repo:imagesec_image_vulnerabilities:sum{{{IMAGE}}})",
             "{{provider}}/{{account}}",
         ),
     ]
@@ -312,14 +329,15 @@ def scans() -> list[PanelBuilder]:
         timeseries_panel(
             "Images by scan status",
             "How many images are in each normalised scan status.",
-            f"sum by (status) (imagesec_image_scan_status{{{IMAGE}}})",
+            f"sum by (status) (repo:imagesec_image_scan_status:sum{{{IMAGE}}})",
             "{{status}}",
             stacked=True,
         ),
         timeseries_panel(
             "Scan progress",
             "Average progress of the images' scans, overall and per scanner.",
-            f"avg by (scan) (imagesec_image_scan_progress_ratio{{{IMAGE}}})",
+            f"sum by (scan) (repo:imagesec_image_scan_progress_ratio:sum{{{IMAGE}}})"
+            f" / sum by (scan) (repo:imagesec_image_scan_progress_ratio:count{{{IMAGE}}})",
             "{{scan}}",
             unit="percentunit",
         ),

@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
-  || ! command -v openssl >/dev/null 2>&1 || ! command -v faketime >/dev/null 2>&1; then
+  || ! command -v openssl >/dev/null 2>&1 || ! command -v faketime >/dev/null 2>&1 \
+  || ! command -v amtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus openssl faketime >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager openssl faketime >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

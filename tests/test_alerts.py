@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -24,12 +25,29 @@ REQUIRED_ANNOTATIONS = {"summary", "description", "runbook_url", "dashboard_url"
 SEVERITIES = {"critical", "warning", "info"}
 
 sys.path.insert(0, str(ROOT / "grafana"))
-from promql import metric_names, unknown_metrics  # noqa: E402
+from promql import metric_names, recorded_metrics, unknown_metrics  # noqa: E402
+
+FLOOD = ROOT / "alerts" / "tests" / "flood.py"
+FINDING_GROUPS = ("imagesec-findings", "imagesec-scans")
+RECORDED = recorded_metrics(RULES)
+
+
+def _groups() -> list[dict]:
+    return list(yaml.safe_load(RULES.read_text())["groups"])
 
 
 def _alerts() -> list[dict]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return [rule for group in _groups() for rule in group["rules"] if "alert" in rule]
+
+
+def _finding_alerts() -> list[dict]:
+    return [
+        rule
+        for group in _groups()
+        if group["name"] in FINDING_GROUPS
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
 
 
 def _github_anchor(heading: str) -> str:
@@ -46,7 +64,7 @@ def test_promtool_check_rules() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(_alerts())} rules found" in result.stdout
+    assert f"SUCCESS: {len(_alerts()) + len(RECORDED)} rules found" in result.stdout
 
 
 @pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda p: p.name)
@@ -74,9 +92,54 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 
 
 @pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])
-def test_alert_uses_only_catalogued_metrics(rule: dict) -> None:
+def test_alert_uses_only_catalogued_or_recorded_metrics(rule: dict) -> None:
     assert metric_names(rule["expr"]), "no metric found in the expression"
-    assert unknown_metrics(rule["expr"], CATALOGUE) == set()
+    assert unknown_metrics(rule["expr"], CATALOGUE, RECORDED) == set()
+
+
+@pytest.mark.parametrize("name, expr", RECORDED.items(), ids=list(RECORDED))
+def test_recording_rule_reads_only_catalogued_metrics(name: str, expr: str) -> None:
+    assert unknown_metrics(expr, CATALOGUE) == set()
+    level, metric, operation = name.split(":")
+    assert (level, operation) in {("repo", "sum"), ("repo", "count")}, name
+    assert metric.startswith("imagesec_")
+    # Per repository: the repository's identity is kept, the image's (tag, image_id) is not.
+    assert "by (provider, account, region, repo_namespace, repo" in expr, name
+
+
+@pytest.mark.parametrize("rule", _finding_alerts(), ids=lambda r: r["alert"])
+def test_finding_alert_pages_per_repository_or_account_not_per_image(rule: dict) -> None:
+    """One cause, one page: the alert aggregates images away and says how many and which."""
+    expr = " ".join(rule["expr"].split())
+    per_repo = expr.startswith("count by (provider, account, region, repo_namespace, repo) (")
+    per_account = expr.startswith("count by (provider, account, region) (")
+    recorded = metric_names(expr) <= set(RECORDED) and expr.startswith("repo:")
+    assert per_repo or per_account or recorded, expr
+    assert "{{ $value }} images" in rule["annotations"]["summary"]
+    assert "| query" in rule["annotations"]["worst_images"]
+    assert "image_id" not in rule["annotations"]["summary"] + rule["annotations"]["description"]
+
+
+def test_flood_case_is_current_and_pages_once() -> None:
+    spec = importlib.util.spec_from_file_location("imagesec_flood", FLOOD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.OUTPUT.read_text() == module.render(), "run python alerts/tests/flood.py"
+    assert module.render().count("imagesec_image_vulnerabilities_by_severity{") == 500
+
+
+def test_alertmanager_example_inhibits_every_finding_alert() -> None:
+    """The inhibit rule's target matcher covers every finding alert, and no exporter alert."""
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
+    (rule,) = config["inhibit_rules"]
+    (target,) = rule["target_matchers"]
+    pattern = target.split("=~", 1)[1].strip('"')
+    findings = {r["alert"] for r in _finding_alerts()}
+    others = {r["alert"] for r in _alerts()} - findings
+    assert {name for name in findings if re.fullmatch(pattern, name)} == findings
+    assert {name for name in others if re.fullmatch(pattern, name)} == set()
+    assert rule["equal"] == ["provider", "account", "region"]
 
 
 @pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])

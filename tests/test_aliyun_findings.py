@@ -114,7 +114,7 @@ def make_client(handler: Sas, telemetry: Telemetry, clock: FakeClock, **kwargs: 
 
 
 def image(i: int, marker: str = "m0", vulnerabilities: int | None = 5) -> ImageRef:
-    key = ImageKey("aliyun", ACCOUNT, "cn-hangzhou", "shop", f"repo{i}", "1.0", f"uuid-{i}")
+    key = ImageKey("aliyun", ACCOUNT, REGION, "shop", f"repo{i}", "1.0", f"uuid-{i}")
     return ImageRef(key, f"uuid-{i}", marker, vulnerabilities)
 
 
@@ -235,7 +235,7 @@ async def test_malicious_seed_sample_joins_the_inventory_with_sparse_grid_and_to
     row = sample["AffectedMaliciousFileImagesResponse"][0]
     # The inventory's labels win over the row's (here: another region) when the Uuid joins.
     inventory_key = ImageKey(
-        "aliyun", ACCOUNT, "cn-hangzhou", "hanghai-namespace", "centos", "0.2", row["ImageUuid"]
+        "aliyun", ACCOUNT, REGION, "hanghai-namespace", "centos", "0.2", row["ImageUuid"]
     )
     known = ImageRef(inventory_key, row["ImageUuid"], "m")
     clean = image(2)
@@ -296,7 +296,7 @@ async def test_image_risk_seed_sample_parses_and_appears_in_metrics(clock: FakeC
     key = ImageKey(
         "aliyun",
         ACCOUNT,
-        row["RegionId"],
+        REGION,  # the configured source region, never the row's RegionId
         row["RepoNamespace"],
         row["RepoName"],
         row["Tag"],

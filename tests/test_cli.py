@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,9 +54,17 @@ def test_once_demo_prints_both_clouds_and_exits_0() -> None:
         line + "\n" for line in out.splitlines() if line.startswith("imagesec_up{")
     )
     # One Sas endpoint per site: images of both sites, each once (no RegionId is sent).
+    # region is the configured source region; the image's own is image_region on info only.
     sas = [line for line in out.splitlines() if line.startswith("imagesec_image_deployed{")]
-    assert any('region="cn-' in line for line in sas)
-    assert any('region="eu-central-1"' in line or 'region="us-east-1"' in line for line in sas)
+    assert {re.search(r'[{,]region="([^"]+)"', line)[1] for line in sas} == {  # type: ignore[index]
+        "cn-shanghai",
+        "ap-southeast-1",
+    }
+    info = [line for line in out.splitlines() if line.startswith("imagesec_image_info{")]
+    assert any('image_region="cn-' in line for line in info)
+    assert any(
+        'image_region="eu-central-1"' in line or 'image_region="us-east-1"' in line for line in info
+    )
     assert len(sas) == len(set(sas)) == 2 * 24
     # Every metric of the catalogue is emitted by the demo, and nothing outside it (error
     # counters carry a code label, so they exist only once an error of that code happened; the
@@ -369,7 +378,7 @@ def test_idle_crowd_under_a_low_descriptor_limit_stops_neither_metrics_nor_cloud
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    with SimulatorServer(Simulator(), "tencent") as tcss:
+    with SimulatorServer(Simulator(fleet_clock=fleet_now), "tencent") as tcss:
         config = tmp_path / "c.yml"
         config.write_text(
             "accounts:\n"
@@ -429,3 +438,22 @@ def test_idle_crowd_under_a_low_descriptor_limit_stops_neither_metrics_nor_cloud
             proc.terminate()
             _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_version_names_python_platform_and_revision() -> None:
+    import platform
+
+    env = {"PATH": os.environ["PATH"], "IMAGESEC_GIT_REVISION": "0123abcd"}
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    first, python, system = result.stdout.strip().splitlines()
+    assert first.startswith("imagesec-exporter, version ") and "(revision: 0123abcd)" in first
+    assert platform.python_version() in python
+    assert platform.machine() in system

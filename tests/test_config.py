@@ -84,7 +84,7 @@ def test_two_regions_of_one_sas_site_are_refused() -> None:
 def test_foreign_collectors_and_duplicate_accounts_are_refused() -> None:
     tencent = {"name": "a", "provider": "tencent", "regions": ["ap-guangzhou"]}
     (problem,) = problems({"accounts": [{**tencent, "collectors": {"sas_images": {}}}]})
-    assert "sas_images does not apply to provider tencent" in problem
+    assert "collector sas_images does not apply to tencent" in problem
     (problem,) = problems({"accounts": [tencent, {**tencent, "regions": ["ap-shanghai"]}]})
     assert "unique per provider" in problem and "tencent/a" in problem
     # The same name under two providers is fine: the provider label tells them apart.
@@ -218,8 +218,16 @@ def test_check_config_prints_one_line_per_problem_and_exits_2(tmp_path: Path) ->
     result = run_cli("--check-config", "--config.file", str(write(tmp_path, bad)))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 3, lines
-    assert all(line.startswith("config error: accounts[") for line in lines)
+    assert len(lines) == 4, lines
+    path = tmp_path / "config.yml"
+    assert [line.split(": accounts[")[0] for line in lines] == [
+        f"config error: {path}:2",
+        f"config error: {path}:2",
+        f"config error: {path}:3",
+        f"config error: {path}:3",
+    ]
+    # b's credentials are checked although its regions are wrong: no second round needed.
+    assert any("accounts[1] (b).credentials: no credentials" in line for line in lines)
 
 
 def test_missing_credentials_stop_the_start(tmp_path: Path) -> None:
@@ -305,3 +313,146 @@ def test_check_config_reports_credentials_web_config_and_collectors_together(
     assert any("no credentials" in line for line in lines)
     assert any("not a bcrypt hash" in line for line in lines)
     assert sum("needs sas_images" in line for line in lines) == 3
+
+
+# Ten different mistakes, each on its own line; the comment names the line the report must give.
+MISTAKES = """\
+accounts:
+  - name: prod
+    provider: aliyun
+    regions: [cn-shanghia]
+    site: international
+    rate_limt: 5
+    collectors:
+      sas_images: {interval: 1ms}
+      sas_image: {enabled: false}
+  - name: tc
+    provider: tencent
+    regions: [ap-guangzho]
+    credentials:
+      secret_id: AKIDonly
+  - name: tc2
+    provider: tencnet
+    regions: [ap-guangzhou]
+    regions: [ap-singapore]
+collectors:
+  tcss_images: {interval: 1h30m, enabled: maybe}
+refresh:
+  timeout: 10 minutes
+  concurency: 4
+"""
+EXPECTED = [
+    (4, "accounts[0] (prod).regions[0]", "unknown aliyun region 'cn-shanghia'", "'cn-shanghai'"),
+    (5, "accounts[0] (prod).site", "applies to provider tencent only, not aliyun", ""),
+    (6, "accounts[0] (prod).rate_limt", "unknown key 'rate_limt'", "'rate_limit'"),
+    (8, "accounts[0] (prod).collectors.sas_images.interval", "1ms is under the floor of 1s", ""),
+    (9, "accounts[0] (prod).collectors.sas_image", "unknown collector 'sas_image'", "'sas_images'"),
+    (12, "accounts[1] (tc).regions[0]", "unknown tencent region 'ap-guangzho'", "'ap-guangzhou'"),
+    (13, "accounts[1] (tc).credentials", "secret_id is set but credentials.secret_key", ""),
+    (16, "accounts[2] (tc2).provider", "must be one of 'aliyun' or 'tencent'", "'tencent'"),
+    (18, "accounts[2] (tc2).regions", "duplicate key 'regions' (first at line 17)", ""),
+    (20, "collectors.tcss_images.enabled", "must be true or false, not 'maybe'", ""),
+    (22, "refresh.timeout", "'10 minutes' is not a duration", ""),
+    (23, "refresh.concurency", "unknown key 'concurency'", "'concurrency'"),
+]
+
+
+def test_check_config_reports_every_mistake_in_one_run_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MISTAKES)
+    env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIreal", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s3cret-1"}
+    result = run_cli(
+        "--check-config", "--config.file", str(path), "--web.telemetry-path", "m", env=env
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    want = [f"config error: {path}:{n}: {where}: " for n, where, _, _ in EXPECTED]
+    want.append("config error: --web.telemetry-path: ")
+    assert [line[: len(prefix)] for line, prefix in zip(lines, want, strict=True)] == want
+    for line, (_, _, words, guess) in zip(lines, EXPECTED, strict=False):
+        assert words in line, line
+        assert (f"did you mean {guess}?" in line) if guess else ("did you mean" not in line)
+    assert "must be a path starting with '/'" in lines[-1]
+    # The 1h30m on line 20 is valid Prometheus syntax: no complaint about it.
+    assert not any("interval" in line for line in lines if ":20:" in line)
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90", 90),
+        (90, 90),
+        ("1.5m", 90),
+        ("30s", 30),
+        ("1h30m", 5400),
+        ("1d", 86400),
+        ("2w", 1_209_600),
+        ("1h0m10s", 3610),
+        ("500ms", 0.5),
+    ],
+)
+def test_durations_take_seconds_and_prometheus_syntax(text: object, seconds: float) -> None:
+    from exporter.config import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1h 30m", "30m1h", "1.5h30m", "soon", "-5s", True])
+def test_bad_durations_are_refused(text: object) -> None:
+    from exporter.config import parse_duration
+
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_interval_floor_and_unknown_region_escape_hatch() -> None:
+    account = {"name": "a", "provider": "tencent", "regions": ["ap-mars-1"]}
+    (unknown,) = problems({"accounts": [account]})
+    assert "unknown tencent region 'ap-mars-1'" in unknown and "allow_unknown_regions" in unknown
+    config = parse_config({"accounts": [{**account, "allow_unknown_regions": True}]})
+    assert config.accounts[0].regions == ["ap-mars-1"]
+    slow = {**account, "allow_unknown_regions": True}
+    (floor,) = problems(
+        {"accounts": [{**slow, "collectors": {"tcss_images": {"interval": "0.9"}}}]}
+    )
+    assert "900ms is under the floor of 1s" in floor
+    config = parse_config(
+        {"accounts": [{**slow, "collectors": {"tcss_images": {"interval": "1s"}}}]}
+    )
+    assert config.collector(config.accounts[0], "tcss_images") == (True, 1)
+
+
+def test_site_applies_to_tencent_only_and_is_honoured_there() -> None:
+    (problem,) = problems(
+        {
+            "accounts": [
+                {"name": "a", "provider": "aliyun", "regions": ["cn-shanghai"], "site": "china"}
+            ]
+        }
+    )
+    assert "'site' applies to provider tencent only, not aliyun" in problem
+    config = parse_config(
+        {
+            "accounts": [
+                {
+                    "name": "a",
+                    "provider": "tencent",
+                    "regions": ["ap-singapore"],
+                    "site": "international",
+                }
+            ]
+        }
+    )
+    assert config.accounts[0].site == "international"
+
+
+def test_half_a_key_names_the_missing_half(tmp_path: Path) -> None:
+    from exporter.config import inspect_file
+
+    path = write(tmp_path, "accounts:\n  - {name: t, provider: tencent, regions: [ap-guangzhou]}\n")
+    found = inspect_file(path, {"TENCENTCLOUD_SECRET_ID": "AKIDreal"})
+    (problem,) = found.problems
+    assert str(problem) == (
+        f"{path}:2: accounts[0] (t).credentials: "
+        "TENCENTCLOUD_SECRET_ID is set but TENCENTCLOUD_SECRET_KEY is not"
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from exporter import landing
 from exporter.collector import HealthCollector
 from exporter.config import parse_config
 from exporter.credentials import CredentialError, CredentialHolder
@@ -36,7 +37,6 @@ from exporter.simulator.identity import (
 from exporter.simulator.signed import aliyun_v3, tencent_tc3
 from exporter.sources import build_sources
 from exporter.telemetry import Telemetry
-from exporter.web import landing_page
 from tests.conftest import FakeClock
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -452,7 +452,7 @@ async def test_secrets_never_reach_logs_metrics_landing_page_or_errors(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HealthCollector(lambda: snapshot, rig.telemetry))
     metrics = generate_latest(registry).decode()
-    page = landing_page(snapshot, "/metrics").decode()
+    page = landing.render(snapshot, 1_800_000_000.0).decode()
     assert "credentials_expired" in errors and "imagesec_credential_refresh_failures" in metrics
     for secret in secrets:
         for where, blob in (

@@ -20,7 +20,9 @@ SOURCE_FILTERS = ('provider=~"$provider"', 'account=~"$account"', 'region=~"$reg
 IMAGE_FILTERS = (*SOURCE_FILTERS, 'repo=~"$repo"')
 
 sys.path.insert(0, str(ROOT / "grafana"))
-from promql import metric_names, unknown_metrics  # noqa: E402
+from promql import metric_names, recorded_metrics, unknown_metrics  # noqa: E402
+
+RECORDED = recorded_metrics()
 
 
 def _generator() -> ModuleType:
@@ -67,9 +69,12 @@ def test_importable_with_a_prometheus_input_and_a_pinned_uid() -> None:
     assert datasource["current"]["value"] == "${DS_PROMETHEUS}"
 
 
-def test_variables_list_label_values_of_the_image_info_series() -> None:
+def test_variables_list_source_labels_so_region_means_the_source_region() -> None:
+    """provider, account and region list every configured source (imagesec_up), whose region is
+    the one every series carries; repo lists the repositories of the recorded per-repo series."""
     variables = {v["name"]: v for v in _dashboard()["templating"]["list"]}
     assert tuple(variables) == VARIABLES
+    sources = {"provider": "imagesec_up", "account": "imagesec_up", "region": "imagesec_up"}
     for name in VARIABLES[1:]:
         variable = variables[name]
         assert variable["type"] == "query"
@@ -77,7 +82,8 @@ def test_variables_list_label_values_of_the_image_info_series() -> None:
         match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"])
         assert match, variable["query"]
         assert match.group(2) == name
-        assert metric_names(match.group(1)) == {"imagesec_image_info"}
+        want = sources.get(name, "repo:imagesec_images:count")
+        assert metric_names(match.group(1)) == {want}
         assert variable["multi"] and variable["includeAll"] and variable["allValue"] == ".*"
 
 
@@ -120,15 +126,29 @@ def test_rows_are_expanded_so_grafana_keeps_their_panels() -> None:
 
 
 @pytest.mark.parametrize("title, expr", _queries(), ids=[title for title, _ in _queries()])
-def test_query_uses_only_catalogued_metrics(title: str, expr: str) -> None:
+def test_query_uses_only_catalogued_or_recorded_metrics(title: str, expr: str) -> None:
     assert metric_names(expr), "no metric found in the query"
-    assert unknown_metrics(expr, CATALOGUE) == set()
+    assert unknown_metrics(expr, CATALOGUE, RECORDED) == set()
+
+
+@pytest.mark.parametrize("title, expr", _queries(), ids=[title for title, _ in _queries()])
+def test_aggregate_panels_read_the_recording_rules(title: str, expr: str) -> None:
+    """Only the per-image top-15 tables read per-image series; the rest read repo:... rules."""
+    per_image = {n for n in metric_names(expr) if n in CATALOGUE and CATALOGUE[n].per_image}
+    if per_image:
+        assert expr.startswith(
+            "topk(15, sum by (provider, account, region, repo_namespace, repo, tag, image_id)"
+        ), title
 
 
 @pytest.mark.parametrize("title, expr", _queries(), ids=[title for title, _ in _queries()])
 def test_query_applies_the_variables(title: str, expr: str) -> None:
     """Per-image metrics filter on all four variables, source metrics on all but repo."""
     for name in metric_names(expr):
+        if name in RECORDED:
+            for selector in re.findall(rf"\b{name}\{{([^}}]*)\}}", expr) or [""]:
+                assert all(f in selector for f in IMAGE_FILTERS), f"{name}{{{selector}}}"
+            continue
         spec = CATALOGUE[name.removesuffix("_total")]
         if "provider" not in spec.labels:
             continue  # imagesec_build_info describes the exporter, not a cloud
@@ -140,12 +160,13 @@ def test_query_applies_the_variables(title: str, expr: str) -> None:
 def test_overview_covers_the_fleet_and_health_covers_the_exporter() -> None:
     exprs = " ".join(expr for _, expr in _queries())
     for name in (
-        "imagesec_image_info",
+        "repo:imagesec_images:count",
+        "repo:imagesec_image_vulnerabilities_by_severity:sum",
+        "repo:imagesec_image_malicious_samples:sum",
+        "repo:imagesec_image_baseline_risk_items:sum",
+        "repo:imagesec_image_scan_status:sum",
+        "repo:imagesec_image_scan_progress_ratio:sum",
         "imagesec_image_vulnerabilities_by_severity",
-        "imagesec_image_malicious_samples",
-        "imagesec_image_baseline_risk_items",
-        "imagesec_image_scan_status",
-        "imagesec_image_scan_progress_ratio",
         "imagesec_up",
         "imagesec_last_refresh_success_timestamp_seconds",
         "imagesec_refresh_duration_seconds",

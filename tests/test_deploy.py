@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -30,12 +31,16 @@ CREDENTIAL_VARIABLES = {
 
 
 def _manifests() -> dict[str, dict]:
-    """Every Kubernetes object of deploy/kubernetes by kind (one object of each kind)."""
+    """Every Kubernetes object of deploy/kubernetes by kind (one object of each kind; the
+    dashboard's ConfigMap, the second, as "DashboardConfigMap")."""
     objects: dict[str, dict] = {}
     for path in sorted(K8S.glob("*.yml")):
         for document in yaml.safe_load_all(path.read_text()):
-            assert document["kind"] not in objects, f"second {document['kind']} in {path.name}"
-            objects[document["kind"]] = document
+            kind = document["kind"]
+            if kind == "ConfigMap" and document["metadata"]["name"].endswith("-dashboard"):
+                kind = "DashboardConfigMap"
+            assert kind not in objects, f"second {kind} in {path.name}"
+            objects[kind] = document
     return objects
 
 
@@ -63,6 +68,7 @@ def test_yaml_parses(path: Path) -> None:
 def test_the_expected_objects_exist() -> None:
     assert set(_manifests()) == {
         "ConfigMap",
+        "DashboardConfigMap",
         "Deployment",
         "Kustomization",
         "PrometheusRule",
@@ -183,3 +189,47 @@ def test_scrape_config_passes_promtool_and_names_the_alerted_job() -> None:
     assert job["static_configs"][0]["targets"] == ["imagesec-exporter:9879"]
     assert (SCRAPE_CONFIG.parent / config["rule_files"][0]).resolve() == RULES
     assert f'up{{job="{JOB}"}}' in RULES.read_text()
+
+
+def _dashboard_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("imagesec_dashboard_cm", K8S / "dashboard_gen.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboard_configmap_is_current_and_carries_the_sidecar_label() -> None:
+    assert (K8S / "grafana-dashboard.yml").read_text() == _dashboard_generator().render(), (
+        "run python deploy/kubernetes/dashboard_gen.py"
+    )
+    config_map = _manifests()["DashboardConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (text,) = config_map["data"].values()
+    dashboard = json.loads(text)
+    committed = json.loads((ROOT / "grafana" / "imagesec-exporter.json").read_text())
+    assert dashboard["uid"] == committed["uid"]
+    assert [p["title"] for p in dashboard["panels"]] == [p["title"] for p in committed["panels"]]
+    assert "${DS_PROMETHEUS}" not in text and "__inputs" not in dashboard
+    (datasource,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+    assert datasource["current"]["value"] == "prometheus"
+
+
+def test_rules_and_servicemonitor_carry_the_same_release_label() -> None:
+    objects = _manifests()
+    release = _generator().RELEASE
+    for kind in ("PrometheusRule", "ServiceMonitor"):
+        assert objects[kind]["metadata"]["labels"]["release"] == release, kind
+
+
+def test_resources_are_sized_for_50k_images() -> None:
+    """Requests and a memory limit: 2x the 250 MB target at 50k images; no CPU limit."""
+    resources = _container()["resources"]
+    assert resources["requests"]["memory"] == "320Mi" and resources["requests"]["cpu"]
+    assert resources["limits"] == {"memory": "512Mi"}
+
+
+def test_license_file_matches_the_declared_license() -> None:
+    assert 'license = "Apache-2.0"' in (ROOT / "pyproject.toml").read_text()
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text

@@ -37,7 +37,12 @@ VARIABLE_QUERIES = [
     for variable in DASHBOARD["templating"]["list"]
     if variable["type"] == "query"
 ]
-ALERTS = [(rule["alert"], rule["expr"]) for group in RULES for rule in group["rules"]]
+ALERTS = [
+    (rule["alert"], rule["expr"]) for group in RULES for rule in group["rules"] if "alert" in rule
+]
+RECORDS = [
+    (rule["record"], rule["expr"]) for group in RULES for rule in group["rules"] if "record" in rule
+]
 
 pytestmark = pytest.mark.promtool
 
@@ -111,6 +116,23 @@ def test_alert_expression_runs(stack: Stack, alert: str, expr: str) -> None:
     assert answer["status"] == "success", answer.get("error")
 
 
+@pytest.mark.parametrize("record, expr", RECORDS, ids=[r for r, _ in RECORDS])
+def test_recording_rule_has_data_and_agrees_with_its_expression(
+    stack: Stack, record: str, expr: str
+) -> None:
+    """Prometheus evaluated the rule: the recorded series exist, one per repository (or per
+    repository and severity, level, status, scan), with the values of the raw expression."""
+    recorded = stack.query(f"sort({record})")
+    assert _has_data(recorded), record
+    assert all(
+        set(s["metric"]) >= {"provider", "account", "region", "repo"}
+        for s in recorded["data"]["result"]
+    )
+    assert not any("image_id" in s["metric"] for s in recorded["data"]["result"])
+    raw = stack.query(f"count({expr})")
+    assert raw["data"]["result"][0]["value"][1] == str(len(recorded["data"]["result"]))
+
+
 def test_prometheus_loaded_and_evaluated_every_rule(stack: Stack) -> None:
     """Every rule ran at least once without an evaluation error (e.g. duplicate label sets)."""
     deadline = time.monotonic() + 30
@@ -121,7 +143,7 @@ def test_prometheus_loaded_and_evaluated_every_rule(stack: Stack) -> None:
         if evaluated or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert set(rules) == {alert for alert, _ in ALERTS}
+    assert set(rules) == {alert for alert, _ in ALERTS} | {record for record, _ in RECORDS}
     assert {name: rule["health"] for name, rule in rules.items()} == {
         name: "ok" for name in rules
     }, {name: rule.get("lastError") for name, rule in rules.items()}
@@ -129,6 +151,9 @@ def test_prometheus_loaded_and_evaluated_every_rule(stack: Stack) -> None:
 
 def test_demo_fires_the_finding_alerts_it_should(stack: Stack) -> None:
     """The demo fleet has serious unhandled malware and failed scans: their expressions match."""
-    for alert in ("ImagesecImageMaliciousSamplesUnhandled", "ImagesecImageScanFailed"):
+    for alert in (
+        "ImagesecRepoMaliciousSamplesUnhandled",
+        "ImagesecRepoCriticalOrHighVulnerabilities",
+    ):
         (expr,) = [e for a, e in ALERTS if a == alert]
         assert stack.query(expr)["data"]["result"], alert

@@ -115,7 +115,8 @@ async def test_seed_sample_parses_and_appears_in_metrics(clock: FakeClock) -> No
     labels = {
         "provider": "aliyun",
         "account": "prod",
-        "region": "cn-hangzhou",
+        # The configured source region, not the image's own: that is image_region on info.
+        "region": "cn-shanghai",
         "repo_namespace": "N/A",
         "repo": "sas-script-test",
         "tag": "mysql_5.7",
@@ -137,6 +138,7 @@ async def test_seed_sample_parses_and_appears_in_metrics(clock: FakeClock) -> No
         "repo_type": "private",
         "os": "",
         "architecture": "",
+        "image_region": "cn-hangzhou",
     }
     assert get("imagesec_image_info", info) == 1
 

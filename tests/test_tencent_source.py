@@ -242,6 +242,7 @@ async def test_seed_003_numbers_appear_in_metrics(clock: FakeClock) -> None:
         "repo_type": "",
         "os": "centos:8.4.2105",
         "architecture": "Metadata",
+        "image_region": REGION,
     }
     assert value("imagesec_image_info", **info) == 1
 

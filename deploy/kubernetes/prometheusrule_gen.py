@@ -15,10 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "imagesec.rules.yml"
 OUTPUT = Path(__file__).with_name("prometheusrule.yml")
 
+RELEASE = "kube-prometheus-stack"
+"""kube-prometheus-stack selects rules and ServiceMonitors labelled ``release: <release name>``;
+change it (here and in servicemonitor.yml) when your Helm release has another name."""
+
 HEADER = """\
 # GENERATED from alerts/imagesec.rules.yml by deploy/kubernetes/prometheusrule_gen.py: edit those.
-# The Prometheus Operator loads it when its ruleSelector matches these labels
-# (kube-prometheus-stack's default wants release: <its release name>).
+# The recording rules (repo:...) feed the dashboard; the alerts page per repository.
+# The Prometheus Operator loads it when its ruleSelector matches these labels: kube-prometheus-stack
+# selects release: <its Helm release name>; change `release` if yours is not kube-prometheus-stack.
 """
 
 
@@ -42,7 +47,7 @@ def build() -> dict[str, object]:
         "kind": "PrometheusRule",
         "metadata": {
             "name": "imagesec-exporter",
-            "labels": {"app.kubernetes.io/name": "imagesec-exporter"},
+            "labels": {"app.kubernetes.io/name": "imagesec-exporter", "release": RELEASE},
         },
         "spec": {"groups": groups},
     }

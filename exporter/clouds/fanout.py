@@ -84,6 +84,7 @@ class DetailFanOut(Generic[V]):
             raise ValueError("concurrency must be at least 1")
         self._telemetry = telemetry
         self._labels = source.labels()
+        self._log_fields = source.log_fields()
         self._concurrency = concurrency
         self._cacheable = cacheable
         self._stage_floor = stage_floor
@@ -166,7 +167,7 @@ class DetailFanOut(Generic[V]):
                     log.warning(
                         "detail lookup failed",
                         extra={
-                            "source": "/".join(self._labels),
+                            **self._log_fields,
                             "image_id": ref.native_id,
                             "code": err.code,
                             "error": err.message,

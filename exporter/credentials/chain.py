@@ -66,12 +66,21 @@ def _static(
     allow_placeholders: bool,
 ) -> StaticProvider:
     config_values = [_value(creds, n, {}, "") for n in names]
-    if config_values[0] is not None or config_values[1] is not None:
+    from_config = config_values[0] is not None or config_values[1] is not None
+    if from_config:
         key_id, secret, token = config_values
     else:
         key_id, secret, token = (
             _value(creds, n, env, e) for n, e in zip(names, env_names, strict=True)
         )
+    if (key_id is None) != (secret is None):  # half a key: say which half is missing
+        have, lack = (0, 1) if key_id is not None else (1, 0)
+        if from_config:
+            raise ValueError(
+                f"credentials.{names[have]} is set but credentials.{names[lack]} "
+                f"(or {names[lack]}_file) is not"
+            )
+        raise ValueError(f"{env_names[have]} is set but {env_names[lack]} is not")
     if key_id is None or secret is None:
         raise ValueError(
             f"no credentials: set {env_names[0]} and {env_names[1]}, or credentials.{names[0]} "

@@ -329,6 +329,9 @@ class VulnerabilityCounter:
                     "vulnerability record pages refused, counting by necessity filters",
                     extra={
                         "provider": PROVIDER,
+                        "account": self.client.account,
+                        "region": self.client.region,
+                        "source": "sas_vulnerabilities",
                         "action": "DescribeImageVulList",
                         "code": err.code,
                     },

@@ -27,11 +27,14 @@ def sas_key(
     tag: str,
     row_region: str,
 ) -> ImageKey:
-    """Identity of a Sas image: the registry's region when Sas names it, else the API region.
+    """Identity of a Sas image. ``region`` is the configured source region, as on imagesec_up.
 
-    Every Sas collector keys its rows with this, so their series join on the identity labels.
+    The image's own registry region (``row_region``) is not part of the identity: it is the
+    ``image_region`` label of imagesec_image_info only (README, "Labels"). Every Sas collector
+    keys its rows with this, so their series join on the identity labels.
     """
-    return ImageKey("aliyun", account, row_region or region, repo_namespace, repo, tag, uuid)
+    del row_region  # one meaning per label: see instance_samples for image_region
+    return ImageKey("aliyun", account, region, repo_namespace, repo, tag, uuid)
 
 
 def image_key(row: ImageInstance, account: str, region: str) -> ImageKey:
@@ -47,7 +50,14 @@ def instance_samples(row: ImageInstance, key: ImageKey) -> list[Sample]:
     ``HcCount`` (baseline risks) has no severity breakdown here; the sas_baseline collector
     provides it per severity, so it is not exported from the inventory.
     """
-    info = (row.digest, row.registry_type.lower(), row.repo_type.lower(), "", "")
+    info = (
+        row.digest,
+        row.registry_type.lower(),
+        row.repo_type.lower(),
+        "",
+        "",
+        row.region_id or key.region,
+    )
     samples = [Sample("imagesec_image_info", key, 1.0, info)]
     samples += optional("imagesec_image_vulnerabilities", key, row.vul_count)
     samples += optional("imagesec_image_alerts", key, row.alarm_count)

@@ -132,7 +132,8 @@ def detail_samples(detail: ImageDetail, key: ImageKey) -> list[Sample]:
     ``scan="overall"`` of the scan error is the backend's ``ScanError`` or the agent's
     ``AgentError``; TCSS reports no overall progress, so none is exported.
     """
-    info = (detail.image_digest, "", "", detail.os_name, detail.architecture)
+    # TCSS names no region of its own for an image: image_region is the source's region.
+    info = (detail.image_digest, "", "", detail.os_name, detail.architecture, key.region)
     samples = [Sample("imagesec_image_info", key, 1.0, info)]
     samples += optional("imagesec_image_risks", key, detail.risk_cnt)
     samples += optional("imagesec_image_sensitive_info_items", key, detail.sensitive_info_cnt)
@@ -279,12 +280,8 @@ class TcssImageDetailSource:
             if err.code not in VANISHED_CODES:
                 raise
             log.info(
-                "image vanished between list and detail provider=tencent account=%s "
-                "region=%s image_id=%s code=%s",
-                self.key.account,
-                self.key.region,
-                image_id,
-                err.code,
+                "image vanished between list and detail",
+                extra={**self.key.log_fields(), "image_id": image_id, "code": err.code},
             )
         return None
 
