@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
 import socket
@@ -193,9 +194,13 @@ def listen_socket(address: str) -> socket.socket:
     host, port = parse_listen_address(address)
     if not host:
         if socket.has_dualstack_ipv6():
-            return socket.create_server(
-                ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=1024
-            )
+            try:
+                return socket.create_server(
+                    ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=1024
+                )
+            except OSError as err:  # IPv6 switched off (some containers): IPv4 alone
+                if err.errno == errno.EADDRINUSE:
+                    raise
         return socket.create_server(("0.0.0.0", port), backlog=1024)
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
     return socket.create_server((host, port), family=family, backlog=1024)
