@@ -542,7 +542,7 @@ def table(results: list[dict[str, Any]], rate: float) -> str:
     row("steady: renders / render CPU s", lambda r: (
         f"{r['steady']['renders']:.0f} / {r['steady']['render_cpu_s']:.3f}"))  # fmt: skip
     row("1% rescanned: images", lambda r: f"{r['rescan']['changed_images']}")
-    row("1% rescanned: per-image calls, less steady (min)", lambda r: (
+    row("1% rescanned: per-image calls, less steady (changed x 5)", lambda r: (
         f"{r['rescan']['per_image_calls']:.0f}, {r['rescan']['per_image_calls_less_steady']:.0f}"
         f" ({r['rescan']['minimum_calls']})"))  # fmt: skip
     row("1% rescanned: render CPU s per render", lambda r: (
