@@ -89,7 +89,13 @@ def aliyun_pass(client: SasClient) -> None:
             image.uuid,
         ]
         GAUGES["imagesec_image_info"].labels(
-            *ident, image.digest, image.registry_type.lower(), image.repo_type.lower(), "", ""
+            *ident,
+            image.digest,
+            image.registry_type.lower(),
+            image.repo_type.lower(),
+            "",
+            "",
+            image.region_id,
         ).set(1)
         GAUGES["imagesec_image_vulnerabilities"].labels(*ident).set(image.vul_count or 0)
         GAUGES["imagesec_image_alerts"].labels(*ident).set(image.alarm_count or 0)
@@ -195,7 +201,13 @@ def tencent_pass(client: tcss_client.TcssClient) -> None:
         request.ImageID = image.ImageID
         detail = call(lambda: client.DescribeAssetImageDetail(request))  # noqa: B023
         GAUGES["imagesec_image_info"].labels(
-            *ident, detail.ImageDigest or "", "", "", detail.OsName or "", detail.Architecture or ""
+            *ident,
+            detail.ImageDigest or "",
+            "",
+            "",
+            detail.OsName or "",
+            detail.Architecture or "",
+            "ap-guangzhou",
         ).set(1)
         GAUGES["imagesec_image_risks"].labels(*ident).set(detail.RiskCnt or 0)
         GAUGES["imagesec_image_sensitive_info_items"].labels(*ident).set(
