@@ -58,9 +58,10 @@ def call(fn: Callable[[], Any]) -> Any:
     while True:
         for check in CHECK:
             check()
-        CALLS[0] += 1
         try:
-            return fn()
+            answer = fn()
+            CALLS[0] += 1  # answered calls only: a throttled attempt is not progress
+            return answer
         except Exception as err:  # SDK errors: throttled is retried, anything else raised
             if "Throttling" in str(err) or "RequestLimitExceeded" in str(err):
                 time.sleep(0.05)
