@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import httpx
@@ -570,3 +572,69 @@ async def test_auth_output_verifies_with_tea_openapi(query: dict[str, str]) -> N
         request, "ACS3-HMAC-SHA256", sent.headers["x-acs-content-sha256"], "testid", "testsecret"
     )
     assert sent.headers["Authorization"] == expected
+
+
+@pytest.mark.parametrize(
+    "path", ["/pop/2018-12-03/images", "/api/v1/repos/shop%2Fcart/tags/1.4.0", "/a%20b/%E9%95%9C"]
+)
+async def test_auth_signs_a_path_that_is_not_the_root(path: str) -> None:
+    # ROA-style requests sign their URL-encoded path as the CanonicalURI, not "/".
+    capture = Capture()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(capture), auth=make_auth()) as c:
+        await c.post(f"https://tds.cn-shanghai.aliyuncs.com{path}", params={"PageSize": "20"})
+    (sent,) = capture.requests
+    assert sent.url.raw_path.decode().partition("?")[0] == path
+    _, signed, _ = parse_authorization_v3(sent.headers["Authorization"])
+    request = SimpleNamespace(
+        method="POST",
+        pathname=path,
+        query=dict(sent.url.params.multi_items()),
+        headers={name: sent.headers[name] for name in signed},
+    )
+    expected = TeaUtils.get_authorization(
+        request, "ACS3-HMAC-SHA256", sent.headers["x-acs-content-sha256"], "testid", "testsecret"
+    )
+    assert sent.headers["Authorization"] == expected
+    # The same request signed as if its path were "/" is a different signature.
+    root = SimpleNamespace(**{**vars(request), "pathname": "/"})
+    assert expected != TeaUtils.get_authorization(
+        root, "ACS3-HMAC-SHA256", sent.headers["x-acs-content-sha256"], "testid", "testsecret"
+    )
+
+
+@pytest.fixture
+def shanghai_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run with the process time zone at Asia/Shanghai (UTC+8), whatever the machine's."""
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    assert time.localtime(0).tm_hour == 8
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("shanghai_time_zone")
+def test_x_acs_date_is_utc_whatever_the_machine_time_zone() -> None:
+    shanghai = datetime.timezone(datetime.timedelta(hours=8))
+    clocks = {
+        "utc": frozen_clock,
+        "offset": lambda: FROZEN.astimezone(shanghai),
+        "local": lambda: FROZEN.astimezone(),  # aware, in the machine's zone
+    }
+    for name, clock in clocks.items():
+        capture = Capture()
+        auth = make_auth(clock=clock)
+        with httpx.Client(transport=httpx.MockTransport(capture), auth=auth) as client:
+            client.post(SAS_URL, params=V3_2_QUERY, headers=SAS_ACTION_HEADERS)
+        (sent,) = capture.requests
+        assert sent.headers["x-acs-date"] == "2024-01-02T03:04:05Z", name
+        assert sent.headers["Authorization"] == V3_2_AUTHORIZATION, name
+    # The production clock: the header is the current UTC time, not the local wall time.
+    capture = Capture()
+    auth = make_auth(clock=utc_now)
+    with httpx.Client(transport=httpx.MockTransport(capture), auth=auth) as client:
+        client.post(SAS_URL, headers=SAS_ACTION_HEADERS)
+    stamp = datetime.datetime.strptime(
+        capture.requests[0].headers["x-acs-date"], "%Y-%m-%dT%H:%M:%SZ"
+    )
+    assert abs(stamp.replace(tzinfo=datetime.UTC).timestamp() - time.time()) < 5

@@ -358,7 +358,7 @@ def test_idle_crowd_under_a_low_descriptor_limit_stops_neither_metrics_nor_cloud
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    with SimulatorServer(Simulator(), "tencent") as tcss:
+    with SimulatorServer(Simulator(fleet_clock=fleet_now), "tencent") as tcss:
         config = tmp_path / "c.yml"
         config.write_text(
             "accounts:\n"

@@ -1,7 +1,9 @@
 """Live checks against the real clouds: the same provider calls the simulator answers in CI.
 
-They run only with ``IMAGESEC_LIVE=1`` and the vendor's credentials in the environment, in a
-manual or scheduled job (no machine of this project's CI can reach the clouds). A failure here
+They are opt-in: skipped unless ``IMAGESEC_LIVE=1``, which then requires the vendor's keys in the
+environment (opting in without them fails, naming the missing variables, rather than skipping
+and passing). They run in a manual or scheduled job (no machine of this project's CI can reach
+the clouds). A failure here
 means the simulator or a fixture has drifted from the vendor: refresh the fixture and open an
 issue. Regions: ``IMAGESEC_LIVE_ALIYUN_REGION`` (default cn-shanghai),
 ``IMAGESEC_LIVE_TENCENT_REGION`` (default ap-guangzhou).
@@ -21,18 +23,38 @@ from exporter.telemetry import Telemetry
 
 LIVE = os.environ.get("IMAGESEC_LIVE") == "1"
 PROVIDERS = {
-    "aliyun": ("ALIBABA_CLOUD_ACCESS_KEY_ID", "IMAGESEC_LIVE_ALIYUN_REGION", "cn-shanghai"),
-    "tencent": ("TENCENTCLOUD_SECRET_ID", "IMAGESEC_LIVE_TENCENT_REGION", "ap-guangzhou"),
+    "aliyun": (
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        "IMAGESEC_LIVE_ALIYUN_REGION",
+        "cn-shanghai",
+    ),
+    "tencent": (
+        ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY"),
+        "IMAGESEC_LIVE_TENCENT_REGION",
+        "ap-guangzhou",
+    ),
 }
+
+
+def live_region(provider: str) -> str:
+    """The region to call; skip unless opted in, fail when opted in without the keys."""
+    keys, region_var, default_region = PROVIDERS[provider]
+    if not LIVE:
+        pytest.skip(f"live test: opt in with IMAGESEC_LIVE=1 and {', '.join(keys)}")
+    missing = [name for name in keys if not os.environ.get(name)]
+    if missing:
+        pytest.fail(
+            f"IMAGESEC_LIVE=1 but {', '.join(missing)} not set: export the {provider} keys "
+            f"(or unset IMAGESEC_LIVE)",
+            pytrace=False,
+        )
+    return os.environ.get(region_var, default_region)
 
 
 @pytest.mark.live
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
 async def test_every_collector_refreshes_against_the_real_cloud(provider: str) -> None:
-    key_var, region_var, default_region = PROVIDERS[provider]
-    if not (LIVE and os.environ.get(key_var)):
-        pytest.skip(f"live test: set IMAGESEC_LIVE=1 and {key_var}")
-    region = os.environ.get(region_var, default_region)
+    region = live_region(provider)
     config = parse_config(
         {"accounts": [{"name": "live", "provider": provider, "regions": [region]}]}
     )

@@ -94,6 +94,10 @@ def test_client_allowed_sans_answers_403_to_other_certificates(pki: Pki, tmp_pat
     with serve(web_yml(tmp_path, tls_yml(pki, extra))) as base:
         signed = client_context(pki, cert=(pki.client_cert, pki.client_key))
         assert httpx.get(f"{base}/metrics", verify=signed).status_code == 403
+    allowed = extra.replace("other.example", "prometheus.example")
+    with serve(web_yml(tmp_path, tls_yml(pki, allowed))) as base:
+        signed = client_context(pki, cert=(pki.client_cert, pki.client_key))
+        assert httpx.get(f"{base}/metrics", verify=signed).status_code == 200
 
 
 def test_tls12_is_refused_under_min_version_tls13(pki: Pki, tmp_path: Path) -> None:
@@ -430,3 +434,18 @@ def test_bench_web_runs_a_short_bounded_case() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| http")]
     assert len(rows) == 6
+
+
+def test_head_of_metrics_has_the_length_and_no_body() -> None:
+    with serve() as base:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        head, _, rest = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head
+        assert rest.startswith(b"HTTP/1.1 200")  # no body after HEAD: the next response follows
+        assert rest.endswith(b"Healthy\n")

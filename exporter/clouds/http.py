@@ -110,8 +110,10 @@ class TokenBucket:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if rate <= 0:
+        if not rate > 0:  # NaN too
             raise ValueError("rate must be positive")
+        if burst is not None and not burst >= 1:
+            raise ValueError("burst must be at least one request")
         self.rate = rate
         self.max_rate = rate
         self.burst = burst if burst is not None else 1.0
