@@ -354,8 +354,15 @@ def test_standalone_simulator_serves_pod_identities_to_the_exporter_process(
             f"  - {{name: a, provider: aliyun, regions: [cn-shanghai], endpoint: '{a}', sts_endpoint: '{a}'}}\n"
             f"  - {{name: t, provider: tencent, regions: [ap-guangzhou], endpoint: '{t}', sts_endpoint: '{t}'}}\n"
         )
+        # The caller's environment (faketime's variables included: both processes must share
+        # a clock), without any credential of its own.
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ALIBABA_CLOUD_", "TENCENTCLOUD_", "TKE_"))
+        }
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            **inherited,
             "HOME": str(tmp_path),
             "ALIBABA_CLOUD_ROLE_ARN": DEMO_ALIYUN_ROLE_ARN,
             "ALIBABA_CLOUD_OIDC_PROVIDER_ARN": DEMO_ALIYUN_OIDC_PROVIDER_ARN,
