@@ -32,6 +32,7 @@ from exporter.credentials.pool import CredentialHolders
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.landing import LandingLinks
+from exporter.metrics import metric_selection
 from exporter.refresh import Refresher, Source
 from exporter.sharding import Shard, ordinal
 from exporter.sources import Pools, build_sources, check_collectors, http_limits
@@ -124,6 +125,19 @@ def run_parser() -> argparse.ArgumentParser:
         dest="log_level",
         default=_env("LOG_LEVEL", "info"),
         help="log level: debug, info, warn or error (IMAGESEC_LOG_LEVEL, default info)",
+    )
+    parser.add_argument(
+        "--metric-allowlist",
+        dest="metric_allowlist",
+        default=_env("METRIC_ALLOWLIST"),
+        help="comma-separated metric names or regexes to expose, nothing else "
+        "(IMAGESEC_METRIC_ALLOWLIST; exclusive with --metric-denylist)",
+    )
+    parser.add_argument(
+        "--metric-denylist",
+        dest="metric_denylist",
+        default=_env("METRIC_DENYLIST"),
+        help="comma-separated metric names or regexes not to expose (IMAGESEC_METRIC_DENYLIST)",
     )
     parser.add_argument(
         "--log.format",
@@ -261,11 +275,28 @@ def simulate_parser() -> argparse.ArgumentParser:
             f"TENCENTCLOUD_SECRET_KEY={simulator.DEMO_TENCENT_SECRET_KEY}",
         ]
     )
+    from exporter.simulator import identity
+
+    roles = "\n".join(
+        [
+            f"ALIBABA_CLOUD_ROLE_ARN={identity.DEMO_ALIYUN_ROLE_ARN}",
+            f"ALIBABA_CLOUD_OIDC_PROVIDER_ARN={identity.DEMO_ALIYUN_OIDC_PROVIDER_ARN}",
+            f"TKE_ROLE_ARN={identity.DEMO_TENCENT_ROLE_ARN}",
+            f"TKE_PROVIDER_ID={identity.DEMO_TENCENT_PROVIDER_ID}",
+            "TKE_REGION=ap-guangzhou",
+        ]
+    )
     parser = argparse.ArgumentParser(
         prog="imagesec-exporter simulate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the simulated Alibaba Sas and Tencent TCSS endpoints on their own.",
-        epilog="Demo credentials the simulator accepts:\n\n" + creds,
+        epilog="Demo credentials the simulator accepts:\n\n"
+        + creds
+        + "\n\nDemo roles: STS (AssumeRole, AssumeRoleWithOIDC, AssumeRoleWithWebIdentity) "
+        "answers on the same\nlisteners (set sts_endpoint to them), instance metadata under "
+        f"/latest/ (metadata_endpoint;\nrole {identity.DEMO_INSTANCE_ROLE}):\n\n"
+        + roles
+        + f"\n\nThe OIDC token both accept (write it to the token file): {identity.DEMO_OIDC_TOKEN}",
     )
     parser.add_argument("--aliyun.listen-address", dest="aliyun", default="127.0.0.1:18080")
     parser.add_argument("--tencent.listen-address", dest="tencent", default="127.0.0.1:18081")
@@ -365,6 +396,9 @@ async def serve(
 ) -> int:
     """Run the refresh loop and the web server until SIGINT/SIGTERM, or refresh once."""
     telemetry = Telemetry()
+    # The HTTP threads share the GIL with the refresh loop and the render thread: a 1 ms switch
+    # interval (default 5 ms) bounds how long a probe waits each time it needs the GIL back.
+    sys.setswitchinterval(0.001)
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}
     async with (
         Pools(http_limits(config.http), headers) as http,
@@ -381,7 +415,8 @@ async def serve(
             timeout=config.refresh.timeout,
             max_age=config.refresh.max_age,
         )
-        store = ExpositionStore(refresher.snapshot, telemetry)
+        families = metric_selection(args.metric_allowlist, args.metric_denylist)
+        store = ExpositionStore(refresher.snapshot, telemetry, families=families)
         if args.once:
             snapshot = await refresher.run_once()
             store.update(snapshot)
@@ -705,6 +740,11 @@ def _check(
                 f"and /-/reload (e.g. /{path.strip('/') or 'metrics'})",
             )
         )
+    try:
+        metric_selection(args.metric_allowlist, args.metric_denylist)
+    except ValueError as err:
+        flag = "--metric-allowlist" if args.metric_allowlist else "--metric-denylist"
+        problems.append(ConfigProblem(flag, str(err)))
     if problems:
         raise ConfigError(problems)
 

@@ -33,16 +33,17 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.collector import HealthCollector, interval_help
-from exporter.metrics import IMAGE_LABELS, IMAGE_METRICS
+from exporter.metrics import CATALOGUE, IMAGE_LABELS, IMAGE_METRICS
 from exporter.model import Family, ImageKey, Snapshot, SourceData, SourceKey
 from exporter.telemetry import Telemetry
 
@@ -271,6 +272,23 @@ class Exposition:
         return (GZIP_HEADER, *self.parts, last + trailer)
 
 
+class _Selected(Collector):
+    """The families of ``inner`` that ``--metric-allowlist``/``--metric-denylist`` keep (of the
+    catalogue's; others registered beside them, such as process metrics, pass)."""
+
+    def __init__(self, inner: CollectorRegistry, families: frozenset[str]) -> None:
+        self._inner = inner
+        self._families = families
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        return (
+            m for m in self._inner.collect() if m.name in self._families or m.name not in CATALOGUE
+        )
+
+
 def body_length(parts: Sequence[bytes]) -> int:
     """Bytes in a body of parts (a plain body knows its size without inflating)."""
     return parts.nbytes if isinstance(parts, _Inflating) else sum(len(p) for p in parts)
@@ -295,13 +313,16 @@ class ExpositionStore:
         *,
         cpu_clock: Callable[[], float] = time.thread_time,
         pause: Callable[[], None] = lambda: time.sleep(0),
+        families: frozenset[str] | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self._families = frozenset(CATALOGUE) if families is None else families
         self._telemetry = telemetry
         self._cpu_clock = cpu_clock
         self._pause = pause
         self.health = CollectorRegistry(auto_describe=False)
         self.health.register(HealthCollector(lambda: self._snapshot, telemetry))
+        self._selected = _Selected(self.health, self._families)
         self._parts: dict[SourceKey, _SourcePart] = {}
         self._headers: dict[tuple[str, str], Chunk] = {}
         self.render_errors: dict[SourceKey, str] = {}
@@ -383,7 +404,7 @@ class ExpositionStore:
         part = _SourcePart(data, interval, keys)
         for spec in IMAGE_METRICS:
             family = data.families.get(spec.name)
-            if family is None:
+            if family is None or spec.name not in self._families:
                 continue
             dropped: set[int] = set()
             for other in overlapping:
@@ -459,7 +480,7 @@ class ExpositionStore:
     # -- scrapes -------------------------------------------------------------------------------
 
     def health_text(self) -> bytes:
-        return generate_latest(self.health)
+        return generate_latest(self._selected)
 
     def scrape_parts(self, accept_gzip: bool) -> Sequence[bytes]:
         """The body of one scrape as immutable parts to write in order: the shared per-image

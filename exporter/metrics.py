@@ -12,6 +12,7 @@ Per-image series carry the identity labels ``IMAGE_LABELS`` first, then their ow
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -354,3 +355,36 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
 
 CATALOGUE: dict[str, MetricSpec] = {m.name: m for m in IMAGE_METRICS + SELF_METRICS}
 """Every metric family the exporter can emit, by name."""
+
+
+def metric_selection(allowlist: str | None, denylist: str | None) -> frozenset[str]:
+    """The families to expose under ``--metric-allowlist`` or ``--metric-denylist``.
+
+    As kube-state-metrics: each is a comma-separated list of metric names or regular
+    expressions matched against the whole family name (``imagesec_image_.*``; the ``_total``
+    of a counter may be given or left out). At most one of the two; a pattern that is not a
+    valid expression, or matches no metric of the catalogue, is an error (ValueError), so a
+    typo cannot silently expose or hide everything.
+    """
+    if allowlist and denylist:
+        raise ValueError("--metric-allowlist and --metric-denylist are mutually exclusive")
+    given = allowlist or denylist
+    if not given:
+        return frozenset(CATALOGUE)
+    selected: set[str] = set()
+    for pattern in (p.strip() for p in given.split(",")):
+        if not pattern:
+            continue
+        try:
+            regex = re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"bad metric pattern {pattern!r}: {err}") from None
+        matched = {
+            name
+            for name, spec in CATALOGUE.items()
+            if regex.fullmatch(name) or regex.fullmatch(spec.sample_name)
+        }
+        if not matched:
+            raise ValueError(f"metric pattern {pattern!r} matches no metric")
+        selected |= matched
+    return frozenset(selected if allowlist else set(CATALOGUE) - selected)

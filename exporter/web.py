@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
 import socket
@@ -101,6 +102,7 @@ class Limits:
     max_requests: int = 40  # concurrent /metrics scrapes; 0: unbounded
     max_connections: int = 1024  # established connections; more are closed at once
     handshake_timeout: float = 10.0  # TLS handshake
+    header_timeout: float = 15.0  # the first request's headers, from the connection's start
     idle_timeout: float = 60.0  # no complete request headers for this long: closed
     write_timeout: float = 60.0  # a response body not taken by the client within this: cut
     write_chunk: int = 64 * 1024  # bytes handed to the socket per await
@@ -193,9 +195,13 @@ def listen_socket(address: str) -> socket.socket:
     host, port = parse_listen_address(address)
     if not host:
         if socket.has_dualstack_ipv6():
-            return socket.create_server(
-                ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=1024
-            )
+            try:
+                return socket.create_server(
+                    ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=1024
+                )
+            except OSError as err:  # IPv6 switched off (some containers): IPv4 alone
+                if err.errno == errno.EADDRINUSE:
+                    raise
         return socket.create_server(("0.0.0.0", port), backlog=1024)
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
     return socket.create_server((host, port), family=family, backlog=1024)
@@ -217,15 +223,32 @@ class _Server(web.Server):
 
     connections: list[RequestHandler]
 
-    def __init__(self, *args: Any, limit: int, on_reject: Callable[[], None], **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        limit: int,
+        header_timeout: float,
+        on_reject: Callable[[], None],
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.open = 0
         self._limit = limit
+        self._header_timeout = header_timeout
         self._on_reject = on_reject
+
+    @staticmethod
+    def _first_headers_due(handler: RequestHandler, transport: asyncio.Transport) -> None:
+        # aiohttp counts a request once its headers are parsed; none by now: a slow client.
+        if getattr(handler, "_request_count", 1) == 0 and not transport.is_closing():
+            transport.abort()
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         self.open += 1
+        asyncio.get_running_loop().call_later(
+            self._header_timeout, self._first_headers_due, handler, transport
+        )
         if self._limit and self.open > self._limit:
             # Make room by closing the oldest connection with no request in progress (idle
             # keep-alive or still sending headers), as nginx reuses idle keep-alive slots, so a
@@ -378,6 +401,7 @@ class WebServer:
         self._server = _Server(
             self._handle,
             limit=self._limits.max_connections,
+            header_timeout=self._limits.header_timeout,
             on_reject=lambda: self._reject("max_connections"),
             handler_cancellation=True,
             keepalive_timeout=self._limits.idle_timeout,

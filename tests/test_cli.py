@@ -106,6 +106,11 @@ def test_simulate_help_prints_the_demo_credentials() -> None:
     assert f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={simulator.DEMO_ALIYUN_ACCESS_KEY_SECRET}" in lines
     assert f"TENCENTCLOUD_SECRET_ID={simulator.DEMO_TENCENT_SECRET_ID}" in lines
     assert f"TENCENTCLOUD_SECRET_KEY={simulator.DEMO_TENCENT_SECRET_KEY}" in lines
+    from exporter.simulator import identity
+
+    assert f"ALIBABA_CLOUD_ROLE_ARN={identity.DEMO_ALIYUN_ROLE_ARN}" in lines
+    assert f"TKE_PROVIDER_ID={identity.DEMO_TENCENT_PROVIDER_ID}" in lines
+    assert identity.DEMO_OIDC_TOKEN in result.stdout
 
 
 def test_exporter_against_standalone_simulator_with_vendor_env(tmp_path) -> None:
@@ -222,6 +227,26 @@ def test_bad_or_busy_listen_address_is_a_clear_error() -> None:
         result = run("--demo", "--web.listen-address", f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_metric_allowlist_and_denylist_select_families_and_refuse_typos() -> None:
+    result = run(
+        "--once", "--demo", "--metric-allowlist", "imagesec_image_vulnerabilities,imagesec_up"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert names(result.stdout) == {"imagesec_image_vulnerabilities", "imagesec_up"}
+    result = run("--once", "--demo", "--metric-denylist", "imagesec_image_.*,imagesec_api_.*")
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = names(result.stdout)
+    assert "imagesec_up" in found and "imagesec_build_info" in found
+    assert not any(n.startswith(("imagesec_image_", "imagesec_api_")) for n in found)
+    for args, message in (
+        (("--metric-allowlist", "imagesec_image_vulnerabilties"), "matches no metric"),
+        (("--metric-denylist", "imagesec_(up"), "bad metric pattern"),
+        (("--metric-allowlist", "imagesec_up", "--metric-denylist", "x"), "mutually exclusive"),
+    ):
+        result = run("--check-config", "--demo", *args)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:

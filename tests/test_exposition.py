@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from exporter import exposition
 from exporter.collector import render_images
 from exporter.exposition import ExpositionStore, body_length, crc32_combine
+from exporter.metrics import CATALOGUE, metric_selection
 from exporter.model import ImageKey, ImageRef, Sample, Snapshot, SourceData, SourceKey, SourceState
 from exporter.refresh import Refresher
 from exporter.telemetry import Telemetry
@@ -185,3 +186,23 @@ def test_crc32_combine_matches_zlib() -> None:
         a = rng.randbytes(rng.randrange(0, 3000))
         b = rng.randbytes(rng.randrange(0, 3000))
         assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_metric_selection_follows_kube_state_metrics() -> None:
+    assert metric_selection(None, None) == frozenset(CATALOGUE)
+    allowed = metric_selection("imagesec_up, imagesec_api_requests_total", None)
+    assert allowed == {"imagesec_up", "imagesec_api_requests"}  # _total may be given
+    denied = metric_selection(None, "imagesec_image_.*")
+    assert denied == {n for n in CATALOGUE if not n.startswith("imagesec_image_")}
+    with pytest.raises(ValueError, match="matches no metric"):
+        metric_selection("imagesec_image_vulns", None)
+
+
+def test_store_leaves_out_the_families_not_selected() -> None:
+    snap = snapshot(sas_images=(inventory(range(5)), 300))
+    families = metric_selection(None, "imagesec_image_scan_.*,imagesec_build_info")
+    store = ExpositionStore(snap, Telemetry(), families=families)
+    text = store.scrape(accept_gzip=False).decode()
+    assert "imagesec_image_vulnerabilities{" in text and "imagesec_up{" in text
+    assert "imagesec_image_scan_" not in text and "imagesec_build_info" not in text
+    assert "imagesec_image_last_scan_timestamp_seconds{" in text

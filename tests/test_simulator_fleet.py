@@ -285,3 +285,20 @@ def test_removed_image_vanishes_from_list_and_detail() -> None:
     baseline = _sas(sim, "DescribeImageBaselineCheckResult", {"ImageUuid": image["Uuid"]})
     assert baseline["BaselineResult"] == [] and baseline["PageInfo"]["TotalCount"] == 0
     assert len(_all_instances(sim)) == 23
+
+
+def test_cheap_mode_caches_states_per_cycle_and_sees_overrides() -> None:
+    now = [1_700_000_000.0]
+    fleet = Fleet(seed=3, images_per_region=50, clock=lambda: now[0], state_cache=60.0)
+    exact = Fleet(seed=3, images_per_region=50, clock=lambda: now[0])
+    site = "cn-shanghai"
+    first = fleet.states("aliyun", site, now[0])
+    assert fleet.states("aliyun", site, now[0] + 30) is first  # same cycle: no recompute
+    start = now[0] - now[0] % 60
+    assert first == exact.states("aliyun", site, start)  # evaluated at the cycle's start
+    [key] = fleet.rescan("aliyun", 1, site=site)
+    after = fleet.states("aliyun", site, now[0] + 30)
+    assert after is not first
+    assert next(s for s in after if s.spec.key == key).generation.startswith("m")
+    assert fleet.remove("aliyun", key)
+    assert key not in {s.spec.key for s in fleet.states("aliyun", site, now[0] + 30)}

@@ -229,6 +229,17 @@ def test_idle_connection_is_closed_after_the_idle_timeout() -> None:
             assert sock.recv(1) == b""
 
 
+def test_first_request_headers_must_arrive_within_the_header_timeout() -> None:
+    with serve(limits=Limits(header_timeout=0.3, idle_timeout=60)) as base:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and no blank line
+            assert sock.recv(1) == b""  # closed after 0.3 s, long before the idle timeout
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(12) == b"HTTP/1.1 200"
+
+
 def test_scrapes_beyond_max_requests_get_503_and_a_stalled_reader_is_cut() -> None:
     telemetry = Telemetry()
     store = make_store(telemetry=telemetry)

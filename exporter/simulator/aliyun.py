@@ -471,8 +471,14 @@ class AliyunService:
         }
 
     def _states(self, site: str, now: float, uuids: set[str] | None = None) -> list[ImageState]:
-        specs = self.fleet.images("aliyun", site)
-        return [self.fleet.state(s, now) for s in specs if not uuids or s.uuid in uuids]
+        if not uuids:
+            return self.fleet.states("aliyun", site, now)
+        self.fleet.specs("aliyun", site)  # make sure the site is generated
+        found = (self.fleet.find("aliyun", uuid) for uuid in uuids)  # by key: big fleets stay cheap
+        specs = sorted(
+            (s for s in found if s is not None and s.site == site), key=lambda s: s.index
+        )
+        return [self.fleet.state(s, now) for s in specs]
 
     # -- actions ----------------------------------------------------------------------------
 

@@ -225,6 +225,8 @@ class Simulator:
         fleet_clock: Unix seconds; the instant whose scan state the fleet serves (defaults to
             ``clock``). Tests pin it so the fleet they see does not depend on the wall clock.
         rate_limit: False turns the vendors' flow control off (for tests that walk a lot).
+        state_cache: cheap mode for big fleets: scan state moves in steps of this many seconds
+            and each site's states are computed once per step (0: exact, the default).
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class Simulator:
         fleet_clock: Callable[[], float] | None = None,
         faults: FaultPlan | None = None,
         rate_limit: bool = True,
+        state_cache: float = 0.0,
     ) -> None:
         from exporter.simulator import aliyun, sts, tencent  # the cloud modules import core
         from exporter.simulator.identity import IdentityStore
@@ -243,7 +246,12 @@ class Simulator:
         self._initial = _Config(seed, images_per_region)
         self.clock = clock
         self.fleet_clock = clock if fleet_clock is None else fleet_clock
-        self.fleet = Fleet(seed=seed, images_per_region=images_per_region, clock=self.fleet_clock)
+        self.fleet = Fleet(
+            seed=seed,
+            images_per_region=images_per_region,
+            clock=self.fleet_clock,
+            state_cache=state_cache,
+        )
         self.faults = faults if faults is not None else FaultPlan(seed=seed)
         self.request_counts: collections.Counter[tuple[str, str]] = collections.Counter()
         # Known credentials (key id -> secret); tests may add more.
@@ -299,7 +307,12 @@ class Simulator:
     def reseed(self, seed: int, images_per_region: int | None = None) -> None:
         """Replace the fleet by the one of ``seed`` (overrides forgotten)."""
         ipr = self.fleet.images_per_region if images_per_region is None else images_per_region
-        self.fleet = Fleet(seed=seed, images_per_region=ipr, clock=self.fleet_clock)
+        self.fleet = Fleet(
+            seed=seed,
+            images_per_region=ipr,
+            clock=self.fleet_clock,
+            state_cache=self.fleet.state_cache,
+        )
 
     def reset(self) -> None:
         """Back to the constructor's seed: no faults, overrides, counts, nonces or throttling."""
@@ -443,6 +456,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: with Nagle on, a keep-alive client's delayed ACK holds
+    # the body back ~40 ms per request (a stall no real endpoint has).
+    disable_nagle_algorithm = True
     server: _Server
 
     def _serve(self) -> None:

@@ -359,9 +359,14 @@ class Fleet:
         seed: int = 1,
         images_per_region: int = 24,
         clock: Callable[[], float] = time.time,
+        state_cache: float = 0.0,
     ) -> None:
         if images_per_region < 0:
             raise ValueError("images_per_region must be >= 0")
+        # Cheap mode for big fleets (bench/): scan state is evaluated at the start of each
+        # ``state_cache``-second cycle and a site's list of states is computed once per cycle.
+        self.state_cache = state_cache
+        self._states: dict[tuple[str, str], tuple[tuple[float, int, int], list[ImageState]]] = {}
         self.seed = seed
         self.images_per_region = images_per_region
         self._clock = clock
@@ -478,8 +483,26 @@ class Fleet:
 
     # -- scan state ---------------------------------------------------------------------
 
+    def states(self, cloud: Cloud, site: str, now: float) -> list[ImageState]:
+        """The states of the present images of ``site`` at ``now`` (cached per cycle in cheap
+        mode, so walking a big fleet page by page does not recompute it for every page)."""
+        if not self.state_cache:
+            return [self.state(spec, now) for spec in self.images(cloud, site)]
+        stamp = (
+            now - now % self.state_cache,
+            self._overrides.counter,
+            len(self._overrides.removed),
+        )
+        cached = self._states.get((cloud, site))
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, [self.state(spec, now) for spec in self.images(cloud, site)])
+            self._states[(cloud, site)] = cached
+        return cached[1]
+
     def state(self, spec: ImageSpec, now: float) -> ImageState:
         """Return what the scanner reports about ``spec`` at ``now`` (Unix seconds)."""
+        if self.state_cache:
+            now -= now % self.state_cache
         if spec.kind == "never":
             return ImageState(spec, "never", 0, "INIT", "", 0, 0, EMPTY_FINDINGS, "none")
         k = int((now - spec.phase_s) // spec.period_s)

@@ -317,7 +317,7 @@ class TencentService:
     # -- actions ----------------------------------------------------------------------------
 
     def _states(self, region: str, now: float) -> list[ImageState]:
-        return [self.fleet.state(spec, now) for spec in self.fleet.images("tencent", region)]
+        return self.fleet.states("tencent", region, now)
 
     def _describe_asset_image_list(
         self, params: dict[str, Any], flattened: bool, region: str, now: float
