@@ -85,7 +85,15 @@ def main() -> None:
     thread = threading.Thread(target=run_hostile, args=(cloud, ready, stop, args.switch, urls))
     thread.start()
     ready.wait()
-    hostile = urls[0]
+    try:
+        measure(args, cloud, urls[0])
+    finally:
+        stop.set()
+        thread.join()
+
+
+def measure(args: argparse.Namespace, cloud: HostileCloud, hostile: str) -> None:
+    """Run the exporter against the clouds for ``args.seconds`` and print the table."""
     port = free_port()
     with contextlib.ExitStack() as stack:
         sas, tcss = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
@@ -232,8 +240,6 @@ def main() -> None:
             if line.startswith("imagesec_api_request_errors_total{") and 'account="bad-' in line:
                 code = line.split('code="', 1)[1].split('"', 1)[0]
                 codes[code] = codes.get(code, 0) + float(line.rsplit(" ", 1)[1])
-    stop.set()
-    thread.join()
     mib = 1 << 20
     rows = [
         ("seconds", f"{args.seconds:g}"),
