@@ -34,6 +34,7 @@ OWN_CODES: frozenset[str] = frozenset(
     {
         "timeout",  # a connect/read timeout, or the whole-request deadline (drips)
         "connect",  # the connection failed or broke (refused, reset, TLS, truncated body)
+        "http_3xx",  # a redirect (never followed: it would leave the configured endpoint)
         "http_4xx",
         "http_5xx",
         "bad_payload",  # unparsable or undocumented answer
