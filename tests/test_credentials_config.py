@@ -138,7 +138,8 @@ def test_missing_files_and_variables_are_config_problems(tmp_path: Path) -> None
     lines = [str(d) for d in err.value.details]
     assert len(lines) == 3, lines
     assert "accounts[0] (a)" in lines[0] and "cannot read" in lines[0]
-    assert "TKE_ROLE_ARN" in lines[1]
+    for name in ("TKE_ROLE_ARN", "TKE_REGION", "TKE_PROVIDER_ID", "TKE_WEB_IDENTITY_TOKEN_FILE"):
+        assert name in lines[1]  # every missing variable at once
     assert "CLI profile" in lines[2]
 
 
