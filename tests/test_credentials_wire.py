@@ -259,3 +259,11 @@ async def test_credentials_that_come_back_expired_do_not_turn_each_request_into_
         with pytest.raises(CredentialError):
             await holder.get()
         assert len(recorder.requests) == 2
+
+
+def test_credential_codes_are_in_the_shared_code_table() -> None:
+    from exporter.credentials import CREDENTIAL_ERROR_CODES, SOURCE_DOWN_CODES
+    from exporter.errors import CODES, fold_code
+
+    for code in (*CREDENTIAL_ERROR_CODES, *SOURCE_DOWN_CODES):
+        assert code in CODES and fold_code("aliyun", code) == code
