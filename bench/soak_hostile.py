@@ -59,12 +59,13 @@ def run_hostile(
     stop: threading.Event,
     switch: float,
     urls: list[str],
+    skip: list[str],
 ) -> None:
     async def main() -> None:
         urls.append(await cloud.start())
         ready.set()
         rng = random.Random(1)
-        modes = [m for m in MODES if m != "healthy"]
+        modes = [m for m in MODES if m != "healthy" and m not in skip]
         while not stop.is_set():
             cloud.set(rng.choice(modes))
             await asyncio.sleep(switch)
@@ -77,12 +78,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--switch", type=float, default=5)
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=MODES, help="leave out a hostile answer"
+    )
     args = parser.parse_args()
 
     cloud = HostileCloud(images=20, delay=30)
     ready, stop = threading.Event(), threading.Event()
     urls: list[str] = []
-    thread = threading.Thread(target=run_hostile, args=(cloud, ready, stop, args.switch, urls))
+    thread = threading.Thread(
+        target=run_hostile, args=(cloud, ready, stop, args.switch, urls, args.skip)
+    )
     thread.start()
     ready.wait()
     try:

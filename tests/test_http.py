@@ -305,3 +305,13 @@ async def test_answers_in_flight_share_the_accounts_byte_budget() -> None:
     assert caught.value.retryable and budget.used == 2_000_000
     gate.set()
     assert len(await reading) == 2_000_000 and budget.used == 0
+
+
+@pytest.mark.parametrize("size", [1, 65_536, 10_000_000])
+async def test_read_capped_decodes_large_compressible_bodies_whatever_the_chunking(
+    size: int,
+) -> None:
+    body = bytes(3_000_000) + b'{"rows": []}' * 1000
+    packed = gzip.compress(body)
+    parts = [packed[i : i + size] for i in range(0, len(packed), size)]
+    assert await read_capped(chunks(*parts), "gzip", len(body)) == body

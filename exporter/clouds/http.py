@@ -69,6 +69,8 @@ class ByteBudget:
         self.used -= amount
 
 
+_PIECE = 64 * 1024
+
 # Accept-Encoding we send: only what ``read_capped`` can decompress with a bound.
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -110,8 +112,10 @@ async def _read_capped(
         decoder = zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)  # gzip or zlib header
     elif encoding not in ("", "identity"):
         raise PayloadError(f"{action}: unsupported content-encoding {encoding[:40]!r}")
-    out = bytearray()
-    received = 0
+    # Pieces of at most _PIECE bytes, joined once at the end: an answer dropped at the cap never
+    # needs one large block (which the allocator would keep from the process afterwards).
+    pieces: list[bytes] = []
+    size = received = 0
     too_large = ResponseTooLarge(f"{action}: answer larger than {cap} bytes")
     try:
         async for chunk in raw:
@@ -119,28 +123,31 @@ async def _read_capped(
             if received > cap:  # the compressed input alone is too much
                 raise too_large
             if decoder is None:
-                out += chunk
+                pieces.append(chunk)
+                size += len(chunk)
             else:
                 data = chunk
                 while data:
-                    out += decoder.decompress(data, cap + 1 - len(out))
-                    if len(out) > cap:
+                    piece = decoder.decompress(data, min(_PIECE, cap + 1 - size))
+                    pieces.append(piece)
+                    size += len(piece)
+                    if size > cap:
                         raise too_large
                     data = decoder.unconsumed_tail
-            if len(out) > cap:
+            if size > cap:
                 raise too_large
-            if budget is not None and len(out) > held[0]:
-                if not budget.take(len(out) - held[0]):
+            if budget is not None and size > held[0]:
+                if not budget.take(size - held[0]):
                     raise ResponseTooLarge(  # the pressure may pass: worth another attempt
                         f"{action}: answers in flight exceed {budget.limit} bytes for the account",
                         retryable=True,
                     )
-                held[0] = len(out)
+                held[0] = size
     except zlib.error as err:
         raise PayloadError(f"{action}: corrupt compressed answer: {err}", retryable=True) from None
     if decoder is not None and not decoder.eof:
         raise PayloadError(f"{action}: truncated compressed answer", retryable=True)
-    return bytes(out)
+    return b"".join(pieces)
 
 
 class TokenBucket:
