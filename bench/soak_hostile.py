@@ -1,10 +1,11 @@
 """Soak: the real exporter process against a hostile cloud beside healthy simulated accounts.
 
-Starts the simulated Sas and TCSS, a hostile fake (tests/hostile.py) that switches to another
-hostile answer every few seconds, and ``python -m exporter`` as a subprocess configured with one
-healthy and one hostile account per cloud; scrapes /metrics continuously over HTTP. Prints one
-table: scrapes, non-200 answers, worst scrape latency, the exporter's RSS at start and end
-(and peak), the healthy sources' worst ``imagesec_up`` and the error codes counted.
+Starts the simulated Sas and TCSS (``imagesec-exporter simulate``, its own process), a hostile
+fake (tests/hostile.py, in this process) that switches to another hostile answer every few
+seconds, and the exporter (its own process) configured with one healthy and one hostile account
+per cloud; scrapes /metrics continuously over HTTP. Prints one table: scrapes, non-200 answers,
+worst scrape latency, the exporter's RSS at start, end and peak, the scrapes that showed a
+healthy source down (and which), and the error codes counted for the hostile accounts.
 
     python bench/soak_hostile.py [--seconds 300] [--switch 5]
 """
@@ -34,8 +35,6 @@ from exporter.simulator import (
     DEMO_ALIYUN_ACCESS_KEY_SECRET,
     DEMO_TENCENT_SECRET_ID,
     DEMO_TENCENT_SECRET_KEY,
-    Simulator,
-    SimulatorServer,
 )
 from tests.hostile import MODES, HostileCloud
 
@@ -60,12 +59,13 @@ def run_hostile(
     stop: threading.Event,
     switch: float,
     urls: list[str],
+    skip: list[str],
 ) -> None:
     async def main() -> None:
         urls.append(await cloud.start())
         ready.set()
         rng = random.Random(1)
-        modes = [m for m in MODES if m != "healthy"]
+        modes = [m for m in MODES if m != "healthy" and m not in skip]
         while not stop.is_set():
             cloud.set(rng.choice(modes))
             await asyncio.sleep(switch)
@@ -78,20 +78,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--switch", type=float, default=5)
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=MODES, help="leave out a hostile answer"
+    )
     args = parser.parse_args()
 
     cloud = HostileCloud(images=20, delay=30)
     ready, stop = threading.Event(), threading.Event()
     urls: list[str] = []
-    thread = threading.Thread(target=run_hostile, args=(cloud, ready, stop, args.switch, urls))
+    thread = threading.Thread(
+        target=run_hostile, args=(cloud, ready, stop, args.switch, urls, args.skip)
+    )
     thread.start()
     ready.wait()
-    hostile = urls[0]
-    sim = Simulator(images_per_region=50, rate_limit=False)
+    try:
+        measure(args, cloud, urls[0])
+    finally:
+        stop.set()
+        thread.join()
+
+
+def measure(args: argparse.Namespace, cloud: HostileCloud, hostile: str) -> None:
+    """Run the exporter against the clouds for ``args.seconds`` and print the table."""
     port = free_port()
     with contextlib.ExitStack() as stack:
-        sas = stack.enter_context(SimulatorServer(sim, "aliyun"))
-        tcss = stack.enter_context(SimulatorServer(sim, "tencent"))
+        sas, tcss = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "simulate",
+                "--aliyun.listen-address",
+                sas,
+                "--tencent.listen-address",
+                tcss,
+                "--images-per-region",
+                "20",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        stack.callback(sim.wait, 30)
+        stack.callback(sim.terminate)
         every = {"interval": "5s"}
         config = {
             "accounts": [
@@ -99,13 +127,13 @@ def main() -> None:
                     "name": "good-a",
                     "provider": "aliyun",
                     "regions": ["cn-shanghai"],
-                    "endpoint": f"http://{sas.address}",
+                    "endpoint": f"http://{sas}",
                 },
                 {
                     "name": "good-t",
                     "provider": "tencent",
                     "regions": ["ap-guangzhou"],
-                    "endpoint": f"http://{tcss.address}",
+                    "endpoint": f"http://{tcss}",
                 },
                 {
                     "name": "bad-a",
@@ -187,7 +215,8 @@ def main() -> None:
             rss_start = peak = rss(proc.pid)
             scrapes = non_200 = 0
             worst = 0.0
-            worst_healthy_up = 1.0
+            healthy_down = 0
+            down_sources: set[str] = set()
             end = time.monotonic() + args.seconds
             text = ""
             while time.monotonic() < end:
@@ -201,9 +230,15 @@ def main() -> None:
                 scrapes += 1
                 non_200 += status != 200
                 peak = max(peak, rss(proc.pid))
-                for line in text.splitlines():
-                    if line.startswith("imagesec_up{") and 'account="good-' in line:
-                        worst_healthy_up = min(worst_healthy_up, float(line.rsplit(" ", 1)[1]))
+                down = [
+                    line.split("{", 1)[1].split("}", 1)[0]
+                    for line in text.splitlines()
+                    if line.startswith("imagesec_up{")
+                    and 'account="good-' in line
+                    and line.endswith(" 0.0")
+                ]
+                healthy_down += bool(down)
+                down_sources.update(down)
                 time.sleep(0.2)
             rss_end = rss(proc.pid)
         codes: dict[str, float] = {}
@@ -211,8 +246,6 @@ def main() -> None:
             if line.startswith("imagesec_api_request_errors_total{") and 'account="bad-' in line:
                 code = line.split('code="', 1)[1].split('"', 1)[0]
                 codes[code] = codes.get(code, 0) + float(line.rsplit(" ", 1)[1])
-    stop.set()
-    thread.join()
     mib = 1 << 20
     rows = [
         ("seconds", f"{args.seconds:g}"),
@@ -223,7 +256,8 @@ def main() -> None:
             "exporter RSS start / end / peak",
             f"{rss_start / mib:.0f} / {rss_end / mib:.0f} / {peak / mib:.0f} MiB",
         ),
-        ("healthy sources: lowest imagesec_up", f"{worst_healthy_up:g}"),
+        ("scrapes showing a healthy source down", str(healthy_down)),
+        ("healthy sources ever down", "; ".join(sorted(down_sources)) or "none"),
         ("hostile requests", str(cloud.requests)),
         (
             "error codes (hostile accounts)",

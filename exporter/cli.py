@@ -275,11 +275,28 @@ def simulate_parser() -> argparse.ArgumentParser:
             f"TENCENTCLOUD_SECRET_KEY={simulator.DEMO_TENCENT_SECRET_KEY}",
         ]
     )
+    from exporter.simulator import identity
+
+    roles = "\n".join(
+        [
+            f"ALIBABA_CLOUD_ROLE_ARN={identity.DEMO_ALIYUN_ROLE_ARN}",
+            f"ALIBABA_CLOUD_OIDC_PROVIDER_ARN={identity.DEMO_ALIYUN_OIDC_PROVIDER_ARN}",
+            f"TKE_ROLE_ARN={identity.DEMO_TENCENT_ROLE_ARN}",
+            f"TKE_PROVIDER_ID={identity.DEMO_TENCENT_PROVIDER_ID}",
+            "TKE_REGION=ap-guangzhou",
+        ]
+    )
     parser = argparse.ArgumentParser(
         prog="imagesec-exporter simulate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the simulated Alibaba Sas and Tencent TCSS endpoints on their own.",
-        epilog="Demo credentials the simulator accepts:\n\n" + creds,
+        epilog="Demo credentials the simulator accepts:\n\n"
+        + creds
+        + "\n\nDemo roles: STS (AssumeRole, AssumeRoleWithOIDC, AssumeRoleWithWebIdentity) "
+        "answers on the same\nlisteners (set sts_endpoint to them), instance metadata under "
+        f"/latest/ (metadata_endpoint;\nrole {identity.DEMO_INSTANCE_ROLE}):\n\n"
+        + roles
+        + f"\n\nThe OIDC token both accept (write it to the token file): {identity.DEMO_OIDC_TOKEN}",
     )
     parser.add_argument("--aliyun.listen-address", dest="aliyun", default="127.0.0.1:18080")
     parser.add_argument("--tencent.listen-address", dest="tencent", default="127.0.0.1:18081")

@@ -439,6 +439,7 @@ class HttpSettings(StrictModel):
 
     max_response_bytes: ByteSize = 16 * _MiB
     max_response_bytes_per_action: dict[str, ByteSize] = {}
+    max_buffered_bytes: ByteSize = 64 * _MiB
     request_deadline: Duration = 60.0
     retry_deadline: Duration = 180.0
     connect_timeout: Duration = 5.0
@@ -461,6 +462,12 @@ class HttpSettings(StrictModel):
     def _deadlines(self) -> HttpSettings:
         if self.retry_deadline < self.request_deadline:
             raise ValueError("retry_deadline must be at least request_deadline")
+        biggest = max([self.max_response_bytes, *self.max_response_bytes_per_action.values()])
+        if self.max_buffered_bytes < biggest:
+            raise ValueError(
+                "max_buffered_bytes must hold at least one answer of the largest size cap "
+                f"({biggest})"
+            )
         return self
 
 

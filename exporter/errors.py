@@ -34,6 +34,7 @@ OWN_CODES: frozenset[str] = frozenset(
     {
         "timeout",  # a connect/read timeout, or the whole-request deadline (drips)
         "connect",  # the connection failed or broke (refused, reset, TLS, truncated body)
+        "http_3xx",  # a redirect (never followed: it would leave the configured endpoint)
         "http_4xx",
         "http_5xx",
         "bad_payload",  # unparsable or undocumented answer
@@ -41,8 +42,9 @@ OWN_CODES: frozenset[str] = frozenset(
         "upstream_unavailable",  # the collector this one builds on has no data yet
         "internal",  # a bug (the refresh loop's catch-all)
         "other",  # a vendor code outside the known set
-        # credentials (exporter/credentials/base.py CREDENTIAL_ERROR_CODES)
+        # credentials (exporter/credentials/base.py CREDENTIAL_ERROR_CODES, SOURCE_DOWN_CODES)
         "credentials_expired",
+        "credentials_unavailable",
         "token_file",
         "rejected",
     }

@@ -207,6 +207,7 @@ class SourceData:
         copy = object.__new__(SourceData)
         copy.images, copy.keys, copy.families = self.images, self.keys, self.families
         copy.skipped, copy.completeness = self.skipped, completeness
+        copy.truncated = self.truncated
         return copy
 
     @property

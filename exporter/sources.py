@@ -21,7 +21,7 @@ from exporter.clouds.aliyun.findings import (
 from exporter.clouds.aliyun.signing import ACS3Auth, default_nonce, utc_now
 from exporter.clouds.aliyun.source import SasImagesSource
 from exporter.clouds.client import ApiClient
-from exporter.clouds.http import HttpLimits, RetryPolicy, TokenBucket
+from exporter.clouds.http import ByteBudget, HttpLimits, RetryPolicy, TokenBucket
 from exporter.clouds.tencent.api import TcssClient
 from exporter.clouds.tencent.endpoints import tcss_host
 from exporter.clouds.tencent.signing import TC3Auth, utc_now_seconds
@@ -51,6 +51,7 @@ def http_limits(settings: HttpSettings) -> HttpLimits:
     return HttpLimits(
         max_response_bytes=settings.max_response_bytes,
         max_response_bytes_per_action=dict(settings.max_response_bytes_per_action),
+        max_buffered_bytes=settings.max_buffered_bytes,
         request_deadline=settings.request_deadline,
         retry_deadline=settings.retry_deadline,
         connect_timeout=settings.connect_timeout,
@@ -70,6 +71,14 @@ class Pools:
         self.limits = limits
         self._headers = dict(headers or {})
         self._clients: dict[tuple[str, str, str], httpx.AsyncClient] = {}
+        self._budgets: dict[tuple[str, str, str], ByteBudget] = {}
+
+    def budget(self, provider: str, account: str, base_url: str) -> ByteBudget:
+        """The bytes the answers in flight of (provider, account, endpoint) may hold."""
+        ident = (provider, account, base_url)
+        if ident not in self._budgets:
+            self._budgets[ident] = ByteBudget(self.limits.max_buffered_bytes)
+        return self._budgets[ident]
 
     def client(self, provider: str, account: str, base_url: str) -> httpx.AsyncClient:
         """The pool of (provider, account, endpoint), created on first use."""
@@ -137,6 +146,12 @@ class Context:
             return self.http.client(provider, self.account.name, base)
         return self.http
 
+    def budget(self, provider: str, base: str) -> ByteBudget | None:
+        """The byte budget of this account and endpoint (None: each client has its own)."""
+        if isinstance(self.http, Pools):
+            return self.http.budget(provider, self.account.name, base)
+        return None
+
     def filters(self) -> ImageFilter:
         """The account's image filters (``accounts[].images``)."""
         return ImageFilter(**self.account.images.model_dump())
@@ -184,6 +199,7 @@ def shared_client(
             buckets=buckets,
             limits=ctx.limits(),
             on_auth_error=on_auth_error,
+            budget=ctx.budget(cls.PROVIDER, base),
         )
         ctx.clients[ident] = client
     assert isinstance(client, cls)

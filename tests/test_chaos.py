@@ -95,6 +95,7 @@ async def test_hostile_answers_at_random_never_spread_or_grow_memory() -> None:
     healthy ones (bench/soak_hostile.py is the long version, with scrapes over HTTP)."""
     import random
 
+    from exporter.errors import CODES
     from tests.hostile import MODES
     from tests.test_hostile import RSS_BOUND, RssPeak, promtool_clean, rig
 
@@ -109,6 +110,8 @@ async def test_hostile_answers_at_random_never_spread_or_grow_memory() -> None:
                 r.assert_healthy_current(snapshot)
         failures = r.telemetry.values("imagesec_refresh_failures")
         assert not [labels for labels in failures if labels[-1] == "internal"]
+        errors = r.telemetry.values("imagesec_api_request_errors")
+        assert {labels[-1] for labels in errors} <= CODES  # the bounded vocabulary
         assert memory.peak - memory.start < RSS_BOUND
         r.hostile.set("healthy")
         await r.run()

@@ -106,6 +106,11 @@ def test_simulate_help_prints_the_demo_credentials() -> None:
     assert f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={simulator.DEMO_ALIYUN_ACCESS_KEY_SECRET}" in lines
     assert f"TENCENTCLOUD_SECRET_ID={simulator.DEMO_TENCENT_SECRET_ID}" in lines
     assert f"TENCENTCLOUD_SECRET_KEY={simulator.DEMO_TENCENT_SECRET_KEY}" in lines
+    from exporter.simulator import identity
+
+    assert f"ALIBABA_CLOUD_ROLE_ARN={identity.DEMO_ALIYUN_ROLE_ARN}" in lines
+    assert f"TKE_PROVIDER_ID={identity.DEMO_TENCENT_PROVIDER_ID}" in lines
+    assert identity.DEMO_OIDC_TOKEN in result.stdout
 
 
 def test_exporter_against_standalone_simulator_with_vendor_env(tmp_path) -> None:

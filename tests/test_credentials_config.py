@@ -138,7 +138,8 @@ def test_missing_files_and_variables_are_config_problems(tmp_path: Path) -> None
     lines = [str(d) for d in err.value.details]
     assert len(lines) == 3, lines
     assert "accounts[0] (a)" in lines[0] and "cannot read" in lines[0]
-    assert "TKE_ROLE_ARN" in lines[1]
+    for name in ("TKE_ROLE_ARN", "TKE_REGION", "TKE_PROVIDER_ID", "TKE_WEB_IDENTITY_TOKEN_FILE"):
+        assert name in lines[1]  # every missing variable at once
     assert "CLI profile" in lines[2]
 
 
@@ -306,3 +307,90 @@ async def test_a_reload_keeps_the_holder_of_an_account_whose_credentials_did_not
     assert after[("tencent", "a")] is before[("tencent", "a")]  # only rate_limit changed
     assert after[("tencent", "b")].kind == "cvm_role"
     assert ("aliyun", "b") not in after
+
+
+def test_standalone_simulator_serves_pod_identities_to_the_exporter_process(
+    tmp_path: Path,
+) -> None:
+    """`simulate` alone, then the exporter as a pod would run it: RRSA and TKE OIDC variables
+    with the values `simulate --help` prints, the token in a file, STS at the simulator."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from exporter.simulator.identity import DEMO_OIDC_TOKEN
+    from tests.test_cli import free_port
+
+    aliyun, tencent = free_port(), free_port()
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "simulate",
+            "--aliyun.listen-address",
+            f"127.0.0.1:{aliyun}",
+            "--tencent.listen-address",
+            f"127.0.0.1:{tencent}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", tencent), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        token = tmp_path / "token"
+        token.write_text(DEMO_OIDC_TOKEN + "\n")
+        a, t = f"http://127.0.0.1:{aliyun}", f"http://127.0.0.1:{tencent}"
+        config = tmp_path / "c.yml"
+        config.write_text(
+            "accounts:\n"
+            f"  - {{name: a, provider: aliyun, regions: [cn-shanghai], endpoint: '{a}', sts_endpoint: '{a}'}}\n"
+            f"  - {{name: t, provider: tencent, regions: [ap-guangzhou], endpoint: '{t}', sts_endpoint: '{t}'}}\n"
+        )
+        # The caller's environment (faketime's variables included: both processes must share
+        # a clock), without any credential of its own.
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ALIBABA_CLOUD_", "TENCENTCLOUD_", "TKE_"))
+        }
+        env = {
+            **inherited,
+            "HOME": str(tmp_path),
+            "ALIBABA_CLOUD_ROLE_ARN": DEMO_ALIYUN_ROLE_ARN,
+            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN": DEMO_ALIYUN_OIDC_PROVIDER_ARN,
+            "ALIBABA_CLOUD_OIDC_TOKEN_FILE": str(token),
+            "TKE_REGION": "ap-guangzhou",
+            "TKE_PROVIDER_ID": DEMO_TENCENT_PROVIDER_ID,
+            "TKE_ROLE_ARN": DEMO_TENCENT_ROLE_ARN,
+            "TKE_WEB_IDENTITY_TOKEN_FILE": str(token),
+        }
+        base = [sys.executable, "-m", "exporter", "--config.file", str(config)]
+        probe = subprocess.run(
+            [*base, "--check-config", "--probe"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert probe.returncode == 0, probe.stdout + probe.stderr[-2000:]
+        assert "aliyun/a: credentials oidc_role_arn (env)" in probe.stdout
+        assert "tencent/t: credentials oidc_role (env)" in probe.stdout
+        assert probe.stdout.count("probe ok") == 2
+        once = subprocess.run(
+            [*base, "--once"], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert once.returncode == 0, once.stderr[-2000:]
+        assert once.stdout.count("imagesec_credential_expiry_timestamp_seconds{") == 2
+        assert DEMO_OIDC_TOKEN not in once.stdout + once.stderr + probe.stdout + probe.stderr
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)

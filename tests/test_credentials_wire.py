@@ -239,3 +239,31 @@ async def test_shutdown_cancels_a_renewal_in_flight() -> None:
         await holder.aclose()
         with pytest.raises(asyncio.CancelledError):
             await waiter
+
+
+async def test_credentials_that_come_back_expired_do_not_turn_each_request_into_a_fetch() -> None:
+    stale = {**ALIYUN_DOC, "Code": "Success", "Expiration": "2025-12-31T00:00:00Z"}  # a day early
+    recorder = Recorder(lambda r: httpx.Response(200, json=stale))
+    provider = provider_of(
+        "aliyun", {"type": "credentials_uri", "credentials_uri": "http://127.0.0.1:9/c"}
+    )
+    clock = FakeClock(1_767_225_600.0)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as http:
+        holder = CredentialHolder(provider, cloud="aliyun", account="a", http=http, clock=clock)
+        for _ in range(20):
+            with pytest.raises(CredentialError) as err:
+                await holder.get()
+            assert err.value.code == "credentials_expired"
+        assert len(recorder.requests) == 1
+        clock.advance(11)
+        with pytest.raises(CredentialError):
+            await holder.get()
+        assert len(recorder.requests) == 2
+
+
+def test_credential_codes_are_in_the_shared_code_table() -> None:
+    from exporter.credentials import CREDENTIAL_ERROR_CODES, SOURCE_DOWN_CODES
+    from exporter.errors import CODES, fold_code
+
+    for code in (*CREDENTIAL_ERROR_CODES, *SOURCE_DOWN_CODES):
+        assert code in CODES and fold_code("aliyun", code) == code

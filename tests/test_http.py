@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import random
 import zlib
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from exporter.clouds.http import (
+    ByteBudget,
     Page,
     PageSpec,
     RetryPolicy,
@@ -282,3 +284,34 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     hinted = ThrottledError("x", retry_after=3.0)
     assert policy.delay(1, hinted, rng) == 3.0
     assert policy.delay(1, ThrottledError("x", retry_after=60.0), rng) == 5.0
+
+
+async def test_answers_in_flight_share_the_accounts_byte_budget() -> None:
+    budget = ByteBudget(3_000_000)
+    first = await read_capped(chunks(b"x" * 1_000_000), "", 2_000_000, budget=budget)
+    assert len(first) == 1_000_000 and budget.used == 0  # given back when the read ends
+
+    gate = asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:
+        yield b"x" * 2_000_000
+        await gate.wait()
+
+    reading = asyncio.create_task(read_capped(held(), "", 2_500_000, budget=budget))
+    await asyncio.sleep(0)
+    assert budget.used == 2_000_000
+    with pytest.raises(ResponseTooLarge) as caught:  # a second answer finds the budget spent
+        await read_capped(chunks(b"y" * 1_500_000), "", 2_500_000, budget=budget)
+    assert caught.value.retryable and budget.used == 2_000_000
+    gate.set()
+    assert len(await reading) == 2_000_000 and budget.used == 0
+
+
+@pytest.mark.parametrize("size", [1, 65_536, 10_000_000])
+async def test_read_capped_decodes_large_compressible_bodies_whatever_the_chunking(
+    size: int,
+) -> None:
+    body = bytes(3_000_000) + b'{"rows": []}' * 1000
+    packed = gzip.compress(body)
+    parts = [packed[i : i + size] for i in range(0, len(packed), size)]
+    assert await read_capped(chunks(*parts), "gzip", len(body)) == body

@@ -197,3 +197,10 @@ def test_max_age_shorter_than_an_interval_is_a_config_error() -> None:
     parse_config({"accounts": [account], "refresh": {"max_age": "1h"}})
     with pytest.raises(ConfigError, match="max_age"):
         parse_config({"accounts": [account], "refresh": {"max_age": "1m"}})
+
+
+def test_data_kept_with_another_completeness_keeps_its_truncation() -> None:
+    data = SourceData(images=(ImageRef(IMAGE, "u1", "m1"),), truncated="page_cap")
+    partial = data.with_completeness(0.5)
+    assert partial.truncated == "page_cap" and partial.completeness == 0.5
+    assert partial == data  # health, not series

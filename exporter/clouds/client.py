@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from exporter.clouds.http import (
     ACCEPT_ENCODING,
+    ByteBudget,
     HttpLimits,
     Page,
     PageSpec,
@@ -121,6 +122,7 @@ class ApiClient:
         buckets: dict[str, TokenBucket] | None = None,
         limits: HttpLimits | None = None,
         on_auth_error: Callable[[AuthError, httpx.Auth], None] | None = None,
+        budget: ByteBudget | None = None,
     ) -> None:
         """Create a client.
 
@@ -133,6 +135,7 @@ class ApiClient:
             limits: response size caps and the whole-request deadline.
             on_auth_error: told of every ``AuthError`` answer and the signer that was refused
                 (the credential holder renews a temporary key the cloud no longer accepts).
+            budget: bytes the answers in flight may hold, shared per account and endpoint.
         """
         self._http = http
         self._auth = auth
@@ -148,6 +151,7 @@ class ApiClient:
         self._buckets = buckets if buckets is not None else {}
         self._limits = limits or HttpLimits()
         self._on_auth_error = on_auth_error
+        self._budget = budget or ByteBudget(self._limits.max_buffered_bytes)
         self._log = logging.getLogger(type(self).__module__)
 
     def _context(self, action: str) -> dict[str, object]:
@@ -249,7 +253,9 @@ class ApiClient:
                     else:
                         raw = response.aiter_raw()
                         encoding = response.headers.get("content-encoding", "")
-                    body = await read_capped(raw, encoding, self._limits.cap(action), action)
+                    body = await read_capped(
+                        raw, encoding, self._limits.cap(action), action, self._budget
+                    )
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException) as err:

@@ -29,11 +29,14 @@ class HttpLimits:
     overrides it per action. ``request_deadline`` bounds one request from sending to the last
     byte (a body dripped a byte a second cannot hold a source longer); ``retry_deadline``
     bounds a call with all its retries. Connections are pooled per account and endpoint, at
-    most ``max_connections`` each.
+    most ``max_connections`` each, and the answers being read from one pool hold at most
+    ``max_buffered_bytes`` between them (``ByteBudget``): concurrency cannot multiply the
+    per-answer cap past what one account may hold.
     """
 
     max_response_bytes: int = 16 * MiB
     max_response_bytes_per_action: Mapping[str, int] = field(default_factory=dict)
+    max_buffered_bytes: int = 64 * MiB
     request_deadline: float = 60.0
     retry_deadline: float = 180.0
     connect_timeout: float = 5.0
@@ -45,27 +48,74 @@ class HttpLimits:
         return self.max_response_bytes_per_action.get(action, self.max_response_bytes)
 
 
+class ByteBudget:
+    """Bytes that answers being read may hold together (one per account and endpoint).
+
+    Only the event loop's thread touches it, so a plain counter is enough.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, amount: int) -> bool:
+        """Reserve ``amount`` bytes; False (nothing reserved) if that would pass the limit."""
+        if self.used + amount > self.limit:
+            return False
+        self.used += amount
+        return True
+
+    def give(self, amount: int) -> None:
+        self.used -= amount
+
+
+_PIECE = 64 * 1024
+
 # Accept-Encoding we send: only what ``read_capped`` can decompress with a bound.
 ACCEPT_ENCODING = "gzip, deflate"
 
 
 async def read_capped(
-    raw: AsyncIterator[bytes], content_encoding: str, cap: int, action: str = ""
+    raw: AsyncIterator[bytes],
+    content_encoding: str,
+    cap: int,
+    action: str = "",
+    budget: ByteBudget | None = None,
 ) -> bytes:
     """Read a (possibly gzip/deflate) body to at most ``cap`` decoded bytes.
 
     Decompression is bounded too (``max_length``): a gzip bomb stops at ``cap + 1`` bytes of
-    output however small its input. Raises ``ResponseTooLarge`` past the cap and a retryable
+    output however small its input. Raises ``ResponseTooLarge`` past the cap, or when the
+    ``budget`` shared with the other answers in flight runs out, and a retryable
     ``PayloadError`` for a truncated or corrupt compressed stream or an unknown encoding.
+    The budget is given back when the read ends (the caller owns the returned bytes).
     """
+    held = [0]
+    try:
+        return await _read_capped(raw, content_encoding, cap, action, budget, held)
+    finally:
+        if budget is not None:
+            budget.give(held[0])
+
+
+async def _read_capped(
+    raw: AsyncIterator[bytes],
+    content_encoding: str,
+    cap: int,
+    action: str,
+    budget: ByteBudget | None,
+    held: list[int],
+) -> bytes:
     encoding = content_encoding.strip().lower()
     decoder = None
     if encoding in ("gzip", "x-gzip", "deflate"):
         decoder = zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)  # gzip or zlib header
     elif encoding not in ("", "identity"):
         raise PayloadError(f"{action}: unsupported content-encoding {encoding[:40]!r}")
-    out = bytearray()
-    received = 0
+    # Pieces of at most _PIECE bytes, joined once at the end: an answer dropped at the cap never
+    # needs one large block (which the allocator would keep from the process afterwards).
+    pieces: list[bytes] = []
+    size = received = 0
     too_large = ResponseTooLarge(f"{action}: answer larger than {cap} bytes")
     try:
         async for chunk in raw:
@@ -73,21 +123,31 @@ async def read_capped(
             if received > cap:  # the compressed input alone is too much
                 raise too_large
             if decoder is None:
-                out += chunk
+                pieces.append(chunk)
+                size += len(chunk)
             else:
                 data = chunk
                 while data:
-                    out += decoder.decompress(data, cap + 1 - len(out))
-                    if len(out) > cap:
+                    piece = decoder.decompress(data, min(_PIECE, cap + 1 - size))
+                    pieces.append(piece)
+                    size += len(piece)
+                    if size > cap:
                         raise too_large
                     data = decoder.unconsumed_tail
-            if len(out) > cap:
+            if size > cap:
                 raise too_large
+            if budget is not None and size > held[0]:
+                if not budget.take(size - held[0]):
+                    raise ResponseTooLarge(  # the pressure may pass: worth another attempt
+                        f"{action}: answers in flight exceed {budget.limit} bytes for the account",
+                        retryable=True,
+                    )
+                held[0] = size
     except zlib.error as err:
         raise PayloadError(f"{action}: corrupt compressed answer: {err}", retryable=True) from None
     if decoder is not None and not decoder.eof:
         raise PayloadError(f"{action}: truncated compressed answer", retryable=True)
-    return bytes(out)
+    return b"".join(pieces)
 
 
 class TokenBucket:

@@ -24,7 +24,7 @@ CREDENTIAL_ERROR_CODES: tuple[str, ...] = (
     "internal",  # a bug in a provider (logged with its traceback)
 )
 """The ``code`` values of ``imagesec_credential_refresh_failures_total`` (why one fetch or
-renewal failed). Kept here until the shared code table absorbs them."""
+renewal failed); all of them are in the shared table, ``exporter.errors.CODES``."""
 
 SOURCE_DOWN_CODES: tuple[str, ...] = (
     "credentials_unavailable",  # none could be obtained yet (the first fetch keeps failing)

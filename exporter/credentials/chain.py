@@ -21,6 +21,7 @@ missing credential should stop the start, not silently borrow whatever role the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,17 +98,20 @@ def _static(
     return StaticProvider(kind, key_id, secret, token)
 
 
+# What a resolution found missing: every missing field is reported, not only the first.
+_MISSING: ContextVar[list[str]] = ContextVar("missing")
+
+
 def _need(value: str | None, field: str, env_name: str | None = None) -> str:
     if not value:
         hint = f" (or {env_name})" if env_name else ""
-        raise ValueError(f"credentials.{field}{hint} is required for this type")
+        _MISSING.get().append(f"credentials.{field}{hint} is required for this type")
+        return ""
     return value
 
 
 def _file(path: Path | str | None, field: str, env_name: str) -> Path:
-    if not path:
-        raise ValueError(f"credentials.{field} (or {env_name}) is required for this type")
-    return Path(path)
+    return Path(_need(str(path) if path else None, field, env_name))
 
 
 _ALIYUN_STATIC = (
@@ -358,8 +362,12 @@ def resolve_provider(
     if kind is None:
         kind, origin = default_kind(account, env, home)
     build = _aliyun if account.provider == "aliyun" else _tencent
-    provider = build(account, kind, env, home, allow_placeholders)
-    problems = provider.check()
+    token = _MISSING.set([])
+    try:
+        provider = build(account, kind, env, home, allow_placeholders)
+        problems = _MISSING.get() or provider.check()  # files only once every path is known
+    finally:
+        _MISSING.reset(token)
     if problems:
         raise ValueError("; ".join(problems))
     return Resolved(provider, origin)

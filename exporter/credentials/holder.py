@@ -202,7 +202,10 @@ class CredentialHolder:
             self._renew_at = None
         else:
             lifetime = max(0.0, fresh.expiration - started)
-            self._renew_at = started + lifetime * self._rng.uniform(*RENEW_AFTER)
+            # Never sooner than the first backoff: credentials that come back (nearly) expired
+            # (a clock far off from the vendor's) must not turn every request into an STS call.
+            wait = max(BACKOFF_FIRST, lifetime * self._rng.uniform(*RENEW_AFTER))
+            self._renew_at = started + wait
             if self._telemetry is not None:
                 self._telemetry.set_gauge(
                     EXPIRY_METRIC, (self.cloud, self.account), fresh.expiration

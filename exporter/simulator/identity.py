@@ -21,6 +21,7 @@ DEMO_ALIYUN_OIDC_PROVIDER_ARN = "acs:ram::1234567890123456:oidc-provider/ack-rrs
 DEMO_TENCENT_ROLE_ARN = "qcs::cam::uin/100000000001:roleName/imagesec-reader"
 DEMO_TENCENT_PROVIDER_ID = "tke-oidc-demo"
 DEMO_INSTANCE_ROLE = "imagesec-node"
+DEMO_OIDC_TOKEN = "imagesec-demo-oidc-token"  # accepted by both STS (tests add their own)
 MAX_ISSUED = 10_000
 MAX_SEEN = 1_000
 
@@ -67,7 +68,7 @@ class IdentityStore:
             "tencent": {DEMO_TENCENT_PROVIDER_ID},
         }
         # Accepted OIDC tokens (exact strings: a trailing newline is a different token).
-        self.oidc_tokens: set[str] = set()
+        self.oidc_tokens: set[str] = {DEMO_OIDC_TOKEN}
         self.instance_role: str | None = DEMO_INSTANCE_ROLE
         self.instance_duration = 6 * 3600
         self.imdsv1_disabled = False

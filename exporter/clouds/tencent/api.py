@@ -80,7 +80,7 @@ def vendor_error(code: str, message: str, request_id: str) -> SourceError:
 def _http_error(response: httpx.Response) -> SourceError:
     """A non-200 answer: TCSS itself never sends one, so it comes from a gateway or proxy."""
     status = response.status_code
-    code = f"http_{status // 100}xx"
+    code = fold_code(PROVIDER, f"http_{status // 100}xx")
     text = f"TCSS answered HTTP {status}"
     if status == 429:
         return ThrottledError(text, provider=PROVIDER, code=code)
