@@ -598,6 +598,9 @@ class WebServer:
                 self._reject("write_timeout")
                 if request.transport is not None:
                     request.transport.abort()
+            except ConnectionError:
+                # The scraper hung up mid-body (Prometheus at its scrape timeout): routine.
+                log.debug("client hung up mid-scrape", extra={"path": request.path})
             return response
         finally:
             self._in_flight -= 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,6 +265,29 @@ def test_scrapes_beyond_max_requests_get_503_and_a_stalled_reader_is_cut() -> No
         response = httpx.get(f"{base}/metrics", timeout=30)
         assert response.status_code == 200 and len(response.content) > 36_000_000
         assert 'imagesec_http_rejected_requests_total{reason="write_timeout"} 1.0' in response.text
+
+
+def test_a_client_hanging_up_mid_scrape_is_one_debug_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = make_store()
+    store.exposition = Exposition.assemble([make_chunk(b"# filler\n" * 2_000_000)])  # 18 MB
+    caplog.set_level(logging.DEBUG)
+    with serve(store=store) as base:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        for _ in range(3):
+            with socket.create_connection((host, int(port)), timeout=5) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(12) == b"HTTP/1.1 200"
+                # RST instead of FIN, as a scraper that gives up at its timeout may send.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert wait_for(
+            lambda: sum(r.getMessage() == "client hung up mid-scrape" for r in caplog.records) == 3
+        )
+        assert httpx.get(f"{base}/-/healthy").status_code == 200
+    hung = [r for r in caplog.records if r.getMessage() == "client hung up mid-scrape"]
+    assert all(r.levelno == logging.DEBUG and r.exc_info is None for r in hung)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_http11_keep_alive_and_no_version_in_server_header() -> None:
