@@ -23,6 +23,7 @@ from exporter.clouds.aliyun.schemas import (
     DescribeImageInstancesResponse,
     DescribeImageVulListResponse,
     ImageInstance,
+    ImageInstanceRow,
     ImageRisk,
     ListImageRiskResponse,
     PagedResponse,
@@ -184,12 +185,22 @@ def _pages(
     return fetch
 
 
-async def describe_image_instances(client: SasClient) -> Rows[ImageInstance]:
-    """Every image asset (DescribeImageInstances, seed 000), de-duplicated by Uuid."""
+async def describe_image_instances(client: SasClient) -> Rows[ImageInstanceRow]:
+    """Every image asset (DescribeImageInstances, seed 000), de-duplicated by Uuid.
+
+    Each page's rows are folded into compact ``ImageInstanceRow`` tuples as the page arrives:
+    the walk never holds more than one page of pydantic models.
+    """
     action = "DescribeImageInstances"
-    fetch = _pages(
+    models = _pages(
         client, action, DescribeImageInstancesResponse, "image_instance_list", ImageInstance
     )
+
+    async def fetch(params: Mapping[str, object]) -> Page[ImageInstanceRow]:
+        page = await models(params)
+        rows = [ImageInstanceRow.of(row) for row in page.items]
+        return Page(items=rows, total=page.total, count=page.count)
+
     return await client.walk(action, fetch, PAGINATION[action], key=lambda r: r.uuid)
 
 

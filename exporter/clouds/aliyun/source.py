@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from exporter.clouds.aliyun.api import SasClient, describe_image_instances
-from exporter.clouds.aliyun.schemas import ImageInstance
+from exporter.clouds.aliyun.schemas import ImageInstanceRow
 from exporter.filters import NO_FILTER, ImageFilter, Listed
 from exporter.metrics import SCAN_STATUSES
 from exporter.model import (
@@ -34,17 +36,20 @@ def sas_key(
     keys its rows with this, so their series join on the identity labels.
     """
     del row_region  # one meaning per label: see instance_samples for image_region
-    return ImageKey("aliyun", account, region, repo_namespace, repo, tag, uuid)
+    intern = sys.intern  # one string per distinct label value across every Sas source
+    return ImageKey(
+        "aliyun", account, region, intern(repo_namespace), intern(repo), intern(tag), intern(uuid)
+    )
 
 
-def image_key(row: ImageInstance, account: str, region: str) -> ImageKey:
+def image_key(row: ImageInstanceRow, account: str, region: str) -> ImageKey:
     """Identity of an inventory row (DescribeImageInstances)."""
     return sas_key(
         account, region, row.uuid, row.repo_namespace, row.repo_name, row.tag, row.region_id
     )
 
 
-def instance_samples(row: ImageInstance, key: ImageKey) -> list[Sample]:
+def instance_samples(row: ImageInstanceRow, key: ImageKey) -> list[Sample]:
     """Every per-image sample DescribeImageInstances supports.
 
     ``HcCount`` (baseline risks) has no severity breakdown here; the sas_baseline collector
@@ -73,7 +78,7 @@ def instance_samples(row: ImageInstance, key: ImageKey) -> list[Sample]:
     return samples
 
 
-def scan_marker(row: ImageInstance) -> str:
+def scan_marker(row: ImageInstanceRow) -> str:
     """What keys the per-image caches: the last finished scan's time and the counts.
 
     Not ``ScaStatus``: it moves through about ten stages during one scan while the results
@@ -83,7 +88,7 @@ def scan_marker(row: ImageInstance) -> str:
     return f"{row.last_scan_time}|{row.vul_count}|{row.hc_count}"
 
 
-def listed(row: ImageInstance) -> Listed:
+def listed(row: ImageInstanceRow) -> Listed:
     """What the account's image filters read of an inventory row."""
     return Listed(row.repo_namespace, row.repo_name, row.tag, row.image_create, row.uuid)
 

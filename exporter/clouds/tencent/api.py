@@ -19,6 +19,7 @@ from exporter.clouds.tencent.schemas import (
     DescribeAssetImageListResponse,
     ImageDetail,
     ImagesInfo,
+    ImagesInfoRow,
 )
 from exporter.errors import (
     AuthError,
@@ -141,14 +142,19 @@ class TcssClient(ApiClient):
         return inner
 
 
-async def describe_asset_image_list(client: TcssClient) -> Rows[ImagesInfo]:
-    """Every local image (DescribeAssetImageList, 3.6), de-duplicated by ImageID."""
+async def describe_asset_image_list(client: TcssClient) -> Rows[ImagesInfoRow]:
+    """Every local image (DescribeAssetImageList, 3.6), de-duplicated by ImageID.
+
+    Each page's rows are folded into compact ``ImagesInfoRow`` tuples as the page arrives:
+    the walk never holds more than one page of pydantic models.
+    """
     action = "DescribeAssetImageList"
 
-    async def fetch(params: Mapping[str, object]) -> Page[ImagesInfo]:
+    async def fetch(params: Mapping[str, object]) -> Page[ImagesInfoRow]:
         envelope = await client.call_model(action, params, DescribeAssetImageListResponse)
         items = parse_rows(ImagesInfo, envelope.rows, client.invalid_row(action))
-        return Page(items=items, total=envelope.total_count, count=len(envelope.rows))
+        rows = [ImagesInfoRow.of(row) for row in items]
+        return Page(items=rows, total=envelope.total_count, count=len(envelope.rows))
 
     return await client.walk(action, fetch, PAGINATION[action], key=lambda r: r.image_id)
 

@@ -9,7 +9,8 @@ row invalid.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import sys
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_pascal
@@ -69,6 +70,54 @@ class ImagesInfo(TcssModel):
     scan_status: OptionalText = None
 
 
+def _intern(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
+
+
+class ImagesInfoRow(NamedTuple):
+    """An ``ImagesInfo`` held compactly: a tuple of its values, folded from each page as it
+    arrives (``describe_asset_image_list``), so a walk of a big fleet holds about 200 bytes per
+    image rather than a pydantic model (about 1.9 kB); repeated strings are interned."""
+
+    image_id: str
+    image_name: str
+    create_time: float | None
+    size: int | None
+    os_name: str
+    host_cnt: int | None
+    container_cnt: int | None
+    vul_cnt: int | None
+    virus_cnt: int | None
+    risk_cnt: int | None
+    critical_level_vul_cnt: int | None
+    high_level_vul_cnt: int | None
+    medium_level_vul_cnt: int | None
+    low_level_vul_cnt: int | None
+    scan_time: float | None
+    scan_status: str | None
+
+    @classmethod
+    def of(cls, row: ImagesInfo) -> ImagesInfoRow:
+        return cls(
+            sys.intern(row.image_id),
+            row.image_name,
+            row.create_time,
+            row.size,
+            sys.intern(row.os_name),
+            row.host_cnt,
+            row.container_cnt,
+            row.vul_cnt,
+            row.virus_cnt,
+            row.risk_cnt,
+            row.critical_level_vul_cnt,
+            row.high_level_vul_cnt,
+            row.medium_level_vul_cnt,
+            row.low_level_vul_cnt,
+            row.scan_time,
+            _intern(row.scan_status),
+        )
+
+
 class DescribeAssetImageListResponse(TcssModel):
     request_id: Text = ""
     total_count: NonNegInt | None = None
@@ -105,3 +154,43 @@ class ImageDetail(TcssModel):
     scan_vul_progress: Percent | None = None
     scan_virus_progress: Percent | None = None
     scan_risk_progress: Percent | None = None
+
+
+class DetailRow(NamedTuple):
+    """What the exporter uses of an ``ImageDetail``, as a tuple of values: the detail cache
+    holds one per image (about 300 bytes, not a pydantic model of about 5.7 kB); repeated
+    strings (OS, architecture, empty errors) are interned."""
+
+    image_digest: str
+    os_name: str
+    architecture: str
+    risk_cnt: int | None
+    sensitive_info_cnt: int | None
+    virus_cnt: int | None
+    agent_error: str | None
+    scan_error: str | None
+    scan_vul_error: str | None
+    scan_virus_error: str | None
+    scan_risk_error: str | None
+    scan_vul_progress: float | None
+    scan_virus_progress: float | None
+    scan_risk_progress: float | None
+
+    @classmethod
+    def of(cls, detail: ImageDetail) -> DetailRow:
+        return cls(
+            detail.image_digest,
+            sys.intern(detail.os_name),
+            sys.intern(detail.architecture),
+            detail.risk_cnt,
+            detail.sensitive_info_cnt,
+            detail.virus_cnt,
+            _intern(detail.agent_error),
+            _intern(detail.scan_error),
+            _intern(detail.scan_vul_error),
+            _intern(detail.scan_virus_error),
+            _intern(detail.scan_risk_error),
+            detail.scan_vul_progress,
+            detail.scan_virus_progress,
+            detail.scan_risk_progress,
+        )

@@ -20,6 +20,7 @@ status work across providers, and nothing is guessed.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
@@ -31,7 +32,7 @@ from exporter.clouds.tencent.api import (
     describe_asset_image_detail,
     describe_asset_image_list,
 )
-from exporter.clouds.tencent.schemas import ImageDetail, ImagesInfo
+from exporter.clouds.tencent.schemas import DetailRow, ImagesInfoRow
 from exporter.errors import RequestError, SourceError
 from exporter.filters import NO_FILTER, ImageFilter, Listed
 from exporter.metrics import SCAN_STATUSES, SEVERITIES
@@ -68,18 +69,19 @@ MALWARE_UNKNOWN = ("unknown", "unknown")
 def image_key(image_name: str, image_id: str, account: str, region: str) -> ImageKey:
     """Identity of a TCSS image: repo path and tag from ImageName, the source's region."""
     namespace, repo, tag = split_image_name(image_name)
+    intern = sys.intern  # one string per distinct label value across the TCSS sources
     return ImageKey(
         provider=PROVIDER,
         account=account,
         region=region,
-        repo_namespace=namespace,
-        repo=repo,
-        tag=tag,
-        image_id=image_id,
+        repo_namespace=intern(namespace),
+        repo=intern(repo),
+        tag=intern(tag),
+        image_id=intern(image_id),
     )
 
 
-def scan_marker(row: ImagesInfo) -> str:
+def scan_marker(row: ImagesInfoRow) -> str:
     """Changes when the image's scan result can have changed (finished scan time, counts).
 
     Not ``ScanStatus``: that is the image's stage (``ImageRef.stage``), which the detail
@@ -92,7 +94,7 @@ DEFAULT_STAGE_FLOOR = 300.0
 """Seconds a cached detail is kept at least, even when the image's ScanStatus moved."""
 
 
-def list_samples(row: ImagesInfo, key: ImageKey) -> list[Sample]:
+def list_samples(row: ImagesInfoRow, key: ImageKey) -> list[Sample]:
     """Every per-image sample DescribeAssetImageList supports (see the module doc)."""
     samples = optional("imagesec_image_vulnerabilities", key, row.vul_cnt)
     by_severity = (
@@ -126,7 +128,7 @@ def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100.0
 
 
-def detail_samples(detail: ImageDetail, key: ImageKey) -> list[Sample]:
+def detail_samples(detail: DetailRow, key: ImageKey) -> list[Sample]:
     """Every per-image sample DescribeAssetImageDetail adds to the list (see the module doc).
 
     ``scan="overall"`` of the scan error is the backend's ``ScanError`` or the agent's
@@ -238,7 +240,7 @@ class TcssImageDetailSource:
         self.depends_on = depends_on
         self.client = client
         self.on_progress: Callable[[Partial], None] | None = None
-        self.details: DetailFanOut[ImageDetail | None] = DetailFanOut(
+        self.details: DetailFanOut[DetailRow | None] = DetailFanOut(
             key,
             telemetry,
             concurrency=concurrency,
@@ -251,7 +253,7 @@ class TcssImageDetailSource:
         client.declare(DETAIL_ACTION)
 
     @staticmethod
-    def _data(found: list[tuple[ImageRef, ImageDetail | None]]) -> SourceData:
+    def _data(found: list[tuple[ImageRef, DetailRow | None]]) -> SourceData:
         samples: list[Sample] = []
         images: list[ImageRef] = []
         for ref, detail in found:
@@ -260,7 +262,7 @@ class TcssImageDetailSource:
                 images.append(ref)
         return SourceData(samples=tuple(samples), images=tuple(images))
 
-    def _progress(self, found: list[tuple[ImageRef, ImageDetail | None]], done: float) -> None:
+    def _progress(self, found: list[tuple[ImageRef, DetailRow | None]], done: float) -> None:
         if self.on_progress is not None:
             self.on_progress(lambda: self._data(found).with_completeness(done))
 
@@ -272,10 +274,10 @@ class TcssImageDetailSource:
         found = await self.details.run(upstream.images, _cache_key, self._fetch, self._progress)
         return self._data(found)
 
-    async def _fetch(self, ref: ImageRef) -> ImageDetail | None:
+    async def _fetch(self, ref: ImageRef) -> DetailRow | None:
         image_id = ref.native_id
         try:
-            return await describe_asset_image_detail(self.client, image_id)
+            return DetailRow.of(await describe_asset_image_detail(self.client, image_id))
         except RequestError as err:
             if err.code not in VANISHED_CODES:
                 raise
@@ -290,10 +292,8 @@ def _cache_key(ref: ImageRef) -> Hashable:
     return (ref.native_id, ref.scan_marker)
 
 
-def _found(detail: ImageDetail | None) -> bool:
+def _found(detail: DetailRow | None) -> bool:
     """Whether a detail may be cached: one was found (not vanished, not invalid), and none of
     its strings had to be repaired (a garbled answer is fetched again next time, so the fixed
     upstream shows at once rather than when the scan marker next moves)."""
-    return detail is not None and not any(
-        isinstance(v, str) and "\ufffd" in v for v in detail.__dict__.values()
-    )
+    return detail is not None and not any(isinstance(v, str) and "\ufffd" in v for v in detail)
