@@ -43,6 +43,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.collector import HealthCollector, interval_help
+from exporter.memory import Release
 from exporter.metrics import CATALOGUE, IMAGE_LABELS, IMAGE_METRICS
 from exporter.model import Family, ImageKey, Snapshot, SourceData, SourceKey
 from exporter.telemetry import Telemetry
@@ -303,7 +304,9 @@ class ExpositionStore:
     """Holds the rendered per-image part; re-renders the changed sources when told of a swap.
 
     Without :meth:`start`, :meth:`update` renders inline; after it, a render thread does,
-    always taking the newest snapshot (swaps arriving during a render coalesce).
+    always taking the newest snapshot (swaps arriving during a render coalesce). After each
+    swap (a refresh ended: its walk's transient memory is free), ``release`` hands the free
+    memory back and freezes the survivors out of the garbage collector (exporter/memory.py).
     """
 
     def __init__(
@@ -314,8 +317,10 @@ class ExpositionStore:
         cpu_clock: Callable[[], float] = time.thread_time,
         pause: Callable[[], None] = lambda: time.sleep(0),
         families: frozenset[str] | None = None,
+        release: Callable[[], object] | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self._release = Release() if release is None else release
         self._families = frozenset(CATALOGUE) if families is None else families
         self._telemetry = telemetry
         self._cpu_clock = cpu_clock
@@ -388,6 +393,7 @@ class ExpositionStore:
         self._parts = parts
         if reassemble:
             self.exposition = self._assemble()
+        self._release()
 
     def _render_source(
         self,

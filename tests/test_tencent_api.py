@@ -535,3 +535,28 @@ async def test_an_image_removed_mid_walk_is_not_lost(clock: FakeClock) -> None:
     # went, is kept for this pass.
     assert {r.image_id for r in rows} == listed and len(rows) == 250
     assert calls == [0, 100, 0, 200] and not rows.truncated
+
+
+async def test_a_walk_folds_each_page_into_interned_row_tuples_as_it_arrives(
+    clock: FakeClock,
+) -> None:
+    import gc
+
+    from exporter.clouds.tencent.schemas import ImagesInfo, ImagesInfoRow
+
+    rows = [info(i, OSName="ubuntu") for i in range(250)]
+    pages = fleet(rows)
+    models_alive: list[int] = []
+
+    def answer(params: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        gc.collect()  # what the walk still holds of the pages before this one
+        models_alive.append(sum(isinstance(o, ImagesInfo) for o in gc.get_objects()))
+        return pages(params, request)
+
+    handler = Tcss(DescribeAssetImageList=answer)
+    images = await describe_asset_image_list(make_client(handler, Telemetry(), clock))
+    assert models_alive == [0, 0, 0]  # no page's pydantic models outlive the page
+    assert all(type(row) is ImagesInfoRow for row in images)
+    assert [row.image_id for row in images] == [r["ImageID"] for r in rows]
+    # json.loads gives each row its own string; the fold interns them into one
+    assert len({id(row.os_name) for row in images}) == 1

@@ -623,3 +623,17 @@ async def test_detail_fan_out_is_paced_at_20_per_second(clock: FakeClock) -> Non
     # At most a burst of 20, then 20/s: at least two seconds on the injected clock.
     assert clock() - started >= 40 / 20 - 1e-6
     assert len(handler.detail_ids()) == 60
+
+
+async def test_the_detail_cache_holds_tuples_of_the_values_used(clock: FakeClock) -> None:
+    from exporter.clouds.tencent.schemas import DetailRow
+
+    handler = Tcss([image(1), image(2)])
+    telemetry = Telemetry()
+    images, details = make_sources(handler, telemetry, clock)
+    refresher = Refresher([images, details], telemetry=telemetry)
+    await refresher.run_once()
+    cached = list(details.details.cache.values())
+    assert len(cached) == 2
+    assert all(type(value) is DetailRow for value in cached)  # not a pydantic model per image
+    assert cached[0].os_name is cached[1].os_name  # interned: one string for the fleet
