@@ -548,9 +548,14 @@ async def test_a_walk_folds_each_page_into_interned_row_tuples_as_it_arrives(
     pages = fleet(rows)
     models_alive: list[int] = []
 
+    def models() -> int:
+        gc.collect()
+        return sum(isinstance(o, ImagesInfo) for o in gc.get_objects())
+
+    before = models()  # any left by other tests
+
     def answer(params: dict[str, Any], request: httpx.Request) -> httpx.Response:
-        gc.collect()  # what the walk still holds of the pages before this one
-        models_alive.append(sum(isinstance(o, ImagesInfo) for o in gc.get_objects()))
+        models_alive.append(models() - before)  # what the walk holds of the earlier pages
         return pages(params, request)
 
     handler = Tcss(DescribeAssetImageList=answer)
