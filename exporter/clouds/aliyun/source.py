@@ -113,16 +113,16 @@ class SasImagesSource:
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         walked = await describe_image_instances(self.client)
         rows, skipped = self.filters.apply(walked, listed)
-        samples: list[Sample] = []
-        images: list[ImageRef] = []
-        for row in rows:
-            key = image_key(row, self.key.account, self.key.region)
-            samples += instance_samples(row, key)
-            ref = ImageRef(key, row.uuid, scan_marker(row), row.vul_count, row.sca_status or "")
-            images.append(ref)
+        keyed = [(row, image_key(row, self.key.account, self.key.region)) for row in rows]
+        images = tuple(
+            ImageRef(key, row.uuid, scan_marker(row), row.vul_count, row.sca_status or "")
+            for row, key in keyed
+        )
+        # Samples are folded into columns as they are made (a generator, not a list of them)
+        samples = (sample for row, key in keyed for sample in instance_samples(row, key))
         return SourceData(
-            samples=tuple(samples),
-            images=tuple(images),
+            samples=samples,
+            images=images,
             skipped=skipped,
             truncated=walked.truncated,
         )

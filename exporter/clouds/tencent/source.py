@@ -193,15 +193,15 @@ class TcssImagesSource:
                 kr[0].repo_namespace, kr[0].repo, kr[0].tag, kr[1].create_time, kr[0].image_id
             ),
         )
-        samples: list[Sample] = []
-        images: list[ImageRef] = []
-        for key, row in kept:
-            samples += list_samples(row, key)
-            ref = ImageRef(key, row.image_id, scan_marker(row), row.vul_cnt, row.scan_status or "")
-            images.append(ref)
+        images = tuple(
+            ImageRef(key, row.image_id, scan_marker(row), row.vul_cnt, row.scan_status or "")
+            for key, row in kept
+        )
+        # Samples are folded into columns as they are made (a generator, not a list of them)
+        samples = (sample for key, row in kept for sample in list_samples(row, key))
         return SourceData(
-            samples=tuple(samples),
-            images=tuple(images),
+            samples=samples,
+            images=images,
             skipped=skipped,
             truncated=walked.truncated,
         )
