@@ -363,12 +363,21 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
                 for source, (_, action) in ACTIONS.items():
                     if source in first or source not in sources:
                         continue
-                    if pick(metrics, "imagesec_up", source=source) == 1:
+                    # A pass that publishes progress is up before it is done: wait for a
+                    # success timestamp and a complete pass, not only imagesec_up.
+                    done = pick(
+                        metrics, "imagesec_last_refresh_success_timestamp_seconds",
+                        source=source,
+                    )  # fmt: skip
+                    complete = pick(
+                        metrics, "imagesec_source_pass_completeness_ratio", source=source
+                    )
+                    if (
+                        pick(metrics, "imagesec_up", source=source) == 1
+                        and done > 0
+                        and complete >= 1
+                    ):
                         n = pick(metrics, "imagesec_api_requests_total", action=action)
-                        done = pick(
-                            metrics, "imagesec_last_refresh_success_timestamp_seconds",
-                            source=source,
-                        )  # fmt: skip
                         first[source] = {"done": done, "calls": n, "floor": n / rate}
                 return len(first) == len(sources)
 
