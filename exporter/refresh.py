@@ -183,18 +183,33 @@ class Refresher:
                     "duration": round(duration, 3),
                 },
             )
-            now = self._clock()
-            state = replace(
-                previous,
-                data=data,
-                up=True,
-                attempted=True,
-                last_attempt=now,
-                last_success=now,
-                duration=duration,
-                last_error=None,
-                expired=False,
-            )
+            return self._succeeded(source, previous, data, duration, expired=False)
+        self._publish(state)
+        self._attempted[source.key].set()
+        return state
+
+    def _succeeded(
+        self,
+        source: Source,
+        previous: SourceState,
+        data: SourceData,
+        duration: float,
+        *,
+        expired: bool,
+    ) -> SourceState:
+        """Publish ``data`` as the source's new good data (up, no error)."""
+        now = self._clock()
+        state = replace(
+            previous,
+            data=data,
+            up=True,
+            attempted=True,
+            last_attempt=now,
+            last_success=now,
+            duration=duration,
+            last_error=None,
+            expired=expired,
+        )
         self._publish(state)
         self._attempted[source.key].set()
         return state
@@ -208,14 +223,10 @@ class Refresher:
         otherwise what the pass got.
         """
         duration = self._monotonic() - started
-        provider, account, region, name = source.key.labels()
         log.info(
             "refresh incomplete",
             extra={
-                "provider": provider,
-                "account": account,
-                "region": region,
-                "source": name,
+                **source.key.log_fields(),
                 "images": len(partial.images),
                 "completeness": round(partial.completeness, 4),
                 "duration": round(duration, 3),
@@ -224,20 +235,7 @@ class Refresher:
         data = partial
         if previous.data is not None and previous.data.completeness >= 1.0:
             data = previous.data.with_completeness(partial.completeness)
-        now = self._clock()
-        state = replace(
-            previous,
-            data=data,
-            up=True,
-            attempted=True,
-            last_attempt=now,
-            last_success=now,
-            duration=duration,
-            last_error=None,
-        )
-        self._publish(state)
-        self._attempted[source.key].set()
-        return state
+        return self._succeeded(source, previous, data, duration, expired=previous.expired)
 
     def _expired(self, previous: SourceState, now: float) -> bool:
         """Whether ``previous``'s last good data is older than ``max_age`` (and so dropped)."""
