@@ -293,7 +293,8 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         "imagesec_http_rejected_requests",
         Kind.COUNTER,
         "HTTP requests or connections the exporter refused, by reason (max_connections, "
-        "max_requests, rate_limit, unauthorized, password_too_long, forbidden_san, write_timeout)",
+        "max_requests, rate_limit, unauthorized, password_too_long, forbidden_san, write_timeout, "
+        "accept_paused)",
         ("reason",),
     ),
     MetricSpec(

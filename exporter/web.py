@@ -90,7 +90,13 @@ REJECT_REASONS = (
     "password_too_long",
     "forbidden_san",
     "write_timeout",
+    "accept_paused",
 )
+# asyncio's message when accept() fails for want of descriptors or memory (EMFILE, ENFILE,
+# ENOBUFS, ENOMEM): it stops accepting for a second, and reports the failure once per pending
+# connection it tried (up to the backlog), each with a traceback.
+ACCEPT_FAILED = "socket.accept() out of system resource"
+ACCEPT_LOG_EVERY = 60.0  # seconds between log lines about paused accepts
 PROBE_PATHS = ("/-/healthy", "/-/ready")
 TEXT = "text/plain; charset=utf-8"
 
@@ -327,6 +333,9 @@ class WebServer:
                 sock.close()
             raise
         self._in_flight = 0
+        self._accept_burst = False
+        self._accept_pauses = 0
+        self._accept_logged: float | None = None
         self._bcrypt = concurrent.futures.ThreadPoolExecutor(
             limits.bcrypt_threads, thread_name_prefix="bcrypt"
         )
@@ -397,6 +406,7 @@ class WebServer:
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(self._loop_exception)
         self._stop = asyncio.Event()
         self._server = _Server(
             self._handle,
@@ -475,6 +485,37 @@ class WebServer:
 
     def _reject(self, reason: str) -> None:
         self._telemetry.inc("imagesec_http_rejected_requests", (reason,))
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Count and rate-limit asyncio's accept failures; hand anything else to the default.
+
+        Out of descriptors, asyncio reports one failure per connection waiting in the backlog
+        (hundreds per second, each with a traceback): a log flood that can stall this thread on
+        a full stderr pipe. One burst is one pause of the listener: counted once, and logged at
+        most once a minute with the number of pauses since the last line.
+        """
+        if context.get("message") != ACCEPT_FAILED:
+            loop.default_exception_handler(context)
+            return
+        if self._accept_burst:
+            return
+        self._accept_burst = True
+        loop.call_soon(self._end_accept_burst)  # the burst is one synchronous accept loop
+        self._reject("accept_paused")
+        self._accept_pauses += 1
+        now = self._clock()
+        if self._accept_logged is None or now - self._accept_logged >= ACCEPT_LOG_EVERY:
+            err = context.get("exception")
+            reason = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else err
+            log.warning(
+                "accepting connections paused for 1s: out of resources",
+                extra={"err": reason, "pauses": self._accept_pauses},
+            )
+            self._accept_logged = now
+            self._accept_pauses = 0
+
+    def _end_accept_burst(self) -> None:
+        self._accept_burst = False
 
     def _response(
         self, live: _Live, status: int, text: str, headers: dict[str, str] | None = None

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -411,6 +412,12 @@ def test_idle_crowd_under_a_low_descriptor_limit_stops_neither_metrics_nor_cloud
             env=env,
             preexec_fn=low_limit,  # the test process starts no threads of its own before this
         )
+        # Drain the log as it comes: a flood of lines must show as a failed count below, not
+        # as a stall of the exporter on a full pipe.
+        log_lines: list[bytes] = []
+        assert proc.stderr is not None
+        drain = threading.Thread(target=lambda: log_lines.extend(proc.stderr), daemon=True)
+        drain.start()
         url = f"http://127.0.0.1:{port}/metrics"
 
         def last_success() -> float:
@@ -426,7 +433,13 @@ def test_idle_crowd_under_a_low_descriptor_limit_stops_neither_metrics_nor_cloud
             while last_success() == 0.0:
                 assert time.monotonic() < deadline, "no refresh within 20 s"
                 time.sleep(0.1)
-            crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+            # Stopped, the exporter cannot accept: the whole crowd waits in the backlog and is
+            # then accepted in one go, more than the descriptors left, so the listener pauses.
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+            finally:
+                proc.send_signal(signal.SIGCONT)
             response = httpx.get(url, timeout=10)
             assert response.status_code == 200
             text = response.text
@@ -437,12 +450,20 @@ def test_idle_crowd_under_a_low_descriptor_limit_stops_neither_metrics_nor_cloud
             while last_success() <= before:  # outbound cloud calls still get descriptors
                 assert time.monotonic() < deadline, "no refresh with the crowd connected"
                 time.sleep(0.2)
+            text = httpx.get(url, timeout=10).text
+            assert metric(text, "imagesec_http_rejected_requests_total", reason="accept_paused")
         finally:
             for sock in crowd:
                 sock.close()
             proc.terminate()
-            _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0, err.decode()[-2000:]
+            proc.wait(timeout=15)
+            drain.join(timeout=15)
+            proc.stderr.close()
+    err = b"".join(log_lines).decode()
+    assert proc.returncode == 0, err[-2000:]
+    # Out of descriptors, the listener paused: one log line a minute for it, not one per client.
+    assert err.count("accepting connections paused") == 1, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
 
 
 def test_version_names_python_platform_and_revision() -> None:

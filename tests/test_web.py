@@ -209,3 +209,46 @@ def test_listen_address_forms() -> None:
     assert parse_listen_address("[::1]:9879") == ("::1", 9879)
     with pytest.raises(ValueError):
         parse_listen_address("localhost")
+
+
+def test_accept_failures_count_one_pause_per_burst_and_log_once_a_minute(
+    store: ExpositionStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio reports one accept failure per waiting client; that is one pause, one line a minute."""
+    import asyncio
+    import errno
+
+    from exporter.web import ACCEPT_FAILED
+
+    now = [1000.0]
+    telemetry = Telemetry()
+    server = WebServer(store, "127.0.0.1:0", telemetry=telemetry, clock=lambda: now[0])
+    failed = {"message": ACCEPT_FAILED, "exception": OSError(errno.EMFILE, "Too many open files")}
+    other = {"message": "Task exception was never retrieved", "exception": ValueError("boom")}
+
+    def paused() -> float:
+        return telemetry.value("imagesec_http_rejected_requests", ("accept_paused",))
+
+    async def bursts() -> list[float]:
+        loop = asyncio.get_running_loop()
+        seen = []
+        for advance in (0.0, 30.0, 30.0):  # a burst now, one 30 s later, one a minute later
+            now[0] += advance
+            for _ in range(500):
+                server._loop_exception(loop, failed)
+            await asyncio.sleep(0)  # the burst ends with the accept loop's callback
+            seen.append(paused())
+        server._loop_exception(loop, other)
+        return seen
+
+    with caplog.at_level("WARNING"):
+        try:
+            assert asyncio.run(bursts()) == [1.0, 2.0, 3.0]
+        finally:
+            server.close()
+    lines = [r for r in caplog.records if r.getMessage().startswith("accepting connections paused")]
+    assert [(r.err, r.pauses) for r in lines] == [  # type: ignore[attr-defined]
+        ("Too many open files", 1),
+        ("Too many open files", 2),
+    ]
+    assert any("Task exception was never retrieved" in r.getMessage() for r in caplog.records)
