@@ -17,8 +17,8 @@ Scrapes that do not copy
     and ended by a sync flush, so their concatenation is one deflate stream. A gzip scrape is
     the fixed gzip header, the shared chunks, the live self-metrics compressed as the final
     block, and the gzip trailer (CRC-32 combined from the chunks' CRCs): one gzip member, no
-    byte of the per-image part copied or recompressed. A plain scrape inflates the chunks one
-    at a time as the server writes them.
+    byte of the per-image part copied or recompressed. A plain scrape inflates the chunks as the
+    server writes them, 64 KiB of text at a time.
 
 Rendering does not stall
     Rendering runs in its own thread (or inline when the store is not started, as with
@@ -35,7 +35,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
 
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import generate_latest
@@ -58,6 +57,10 @@ BATCH = 2000
 """Lines rendered between two yields of the GIL."""
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 """RFC 1952 member header: deflate, no flags, no mtime, unknown OS."""
+INFLATED_PIECE = 64 * 1024
+"""Most text a plain scrape inflates at a time."""
+DEFLATED_STEP = 16 * 1024
+"""Deflated bytes fed to the inflater at a time."""
 
 RENDER_METRICS = (
     "imagesec_exposition_renders",
@@ -212,35 +215,30 @@ class _SourcePart:
 # -- the assembled exposition ------------------------------------------------------------------
 
 
-class _Inflating(Sequence[bytes]):
-    """The plain text of deflated parts, inflated one part at a time as they are read."""
+class Inflating(Iterable[bytes]):
+    """The plain text of deflated parts, inflated as it is read, in pieces of at most
+    ``INFLATED_PIECE`` bytes: a plain scrape holds one piece, never a whole part (one family of
+    a big source is tens of MB of text), so concurrent plain scrapers cost a piece each."""
 
     def __init__(self, parts: Sequence[bytes], tail: bytes, size: int) -> None:
         self._parts = parts
         self._tail = tail
         self.nbytes = size + len(tail)
 
-    def __len__(self) -> int:
-        return len(self._parts) + 1
-
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
-    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if index == len(self._parts):
-            return self._tail
-        if not 0 <= index < len(self._parts):
-            raise IndexError(index)
-        return zlib.decompressobj(-15).decompress(self._parts[index])
-
     def __iter__(self) -> Iterator[bytes]:
         for part in self._parts:
-            yield zlib.decompressobj(-15).decompress(part)
+            inflater = zlib.decompressobj(-15)
+            view = memoryview(part)
+            # Fed a bounded slice at a time: the unconsumed input zlib hands back is a copy.
+            for offset in range(0, len(view), DEFLATED_STEP):
+                data: bytes | memoryview = view[offset : offset + DEFLATED_STEP]
+                while data:
+                    piece = inflater.decompress(data, INFLATED_PIECE)
+                    if piece:
+                        yield piece
+                    data = inflater.unconsumed_tail
+            if rest := inflater.flush():
+                yield rest
         yield self._tail
 
 
@@ -262,8 +260,8 @@ class Exposition:
             series += chunk.lines
         return cls(tuple(c.deflated for c in chunks if c.size), crc, size, series)
 
-    def plain_parts(self, tail: bytes) -> Sequence[bytes]:
-        return _Inflating(self.parts, tail, self.size)
+    def plain_parts(self, tail: bytes) -> Inflating:
+        return Inflating(self.parts, tail, self.size)
 
     def gzip_parts(self, tail: bytes) -> tuple[bytes, ...]:
         compressor = zlib.compressobj(HEALTH_LEVEL, zlib.DEFLATED, -15)
@@ -290,9 +288,9 @@ class _Selected(Collector):
         )
 
 
-def body_length(parts: Sequence[bytes]) -> int:
+def body_length(parts: Iterable[bytes]) -> int:
     """Bytes in a body of parts (a plain body knows its size without inflating)."""
-    return parts.nbytes if isinstance(parts, _Inflating) else sum(len(p) for p in parts)
+    return parts.nbytes if isinstance(parts, Inflating) else sum(len(p) for p in parts)
 
 
 def _header(name: str, help_: str) -> bytes:
@@ -488,7 +486,7 @@ class ExpositionStore:
     def health_text(self) -> bytes:
         return generate_latest(self._selected)
 
-    def scrape_parts(self, accept_gzip: bool) -> Sequence[bytes]:
+    def scrape_parts(self, accept_gzip: bool) -> tuple[bytes, ...] | Inflating:
         """The body of one scrape as immutable parts to write in order: the shared per-image
         chunks, then the live self-metrics. With ``accept_gzip`` the parts form one gzip
         member; else they are the text, inflated part by part as they are read."""

@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from exporter import exposition
 from exporter.collector import render_images
-from exporter.exposition import ExpositionStore, body_length, crc32_combine
+from exporter.exposition import INFLATED_PIECE, ExpositionStore, body_length, crc32_combine
 from exporter.metrics import CATALOGUE, metric_selection
 from exporter.model import ImageKey, ImageRef, Sample, Snapshot, SourceData, SourceKey, SourceState
 from exporter.refresh import Refresher
@@ -98,7 +98,7 @@ def test_chunks_and_health_equal_the_straightforward_render() -> None:
 
 
 def test_gzip_body_is_one_member_and_plain_parts_know_their_length() -> None:
-    snap = snapshot(sas_images=(inventory(range(300)), 300), sas_baseline=(findings(range(9)), 9))
+    snap = snapshot(sas_images=(inventory(range(1000)), 1000), sas_baseline=(findings(range(9)), 9))
     store = ExpositionStore(snap, Telemetry())
     parts = store.scrape_parts(accept_gzip=True)
     assert len(parts) > 3 and all(isinstance(p, bytes) for p in parts)
@@ -109,6 +109,10 @@ def test_gzip_body_is_one_member_and_plain_parts_know_their_length() -> None:
     assert text == straightforward(store, snap)
     plain = store.scrape_parts(accept_gzip=False)
     assert body_length(plain) == len(b"".join(plain)) == len(text)
+    # A plain scrape holds a bounded piece of text at a time, not a whole family's chunk.
+    pieces = [len(p) for p in plain]
+    largest = max(len(zlib.decompressobj(-15).decompress(p)) for p in parts[1:-1])
+    assert max(pieces) == INFLATED_PIECE < largest
     # Concurrent scrapes share the per-image bytes: the same objects, not copies.
     again = store.scrape_parts(accept_gzip=True)
     assert all(a is b for a, b in zip(parts[1:-1], again[1:-1], strict=True))
