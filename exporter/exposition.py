@@ -28,7 +28,9 @@ Rendering does not stall
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import struct
 import threading
 import time
@@ -61,6 +63,8 @@ INFLATED_PIECE = 64 * 1024
 """Most text a plain scrape inflates at a time."""
 DEFLATED_STEP = 16 * 1024
 """Deflated bytes fed to the inflater at a time."""
+SHARED_TAIL_AGE = 1.0
+"""Seconds a scrape overlapping another may reuse the self-metrics rendered for that one."""
 
 RENDER_METRICS = (
     "imagesec_exposition_renders",
@@ -155,6 +159,8 @@ def make_chunk(text: bytes) -> Chunk:
 
 def _escape(value: str) -> str:
     # Text format 0.0.4: label values escape backslash, double quote and line feed.
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
@@ -163,6 +169,68 @@ def _value(value: float) -> str:
         return repr(value)
     text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
     return text
+
+
+_LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+_TYPES = {"counter": "counter", "info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _sorted_legacy(name: str, labels: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The label names in the order the text format writes them, or None unless the metric and
+    label names are all legacy names (a few dozen combinations: cached)."""
+    if not all(_LEGACY_NAME.match(n) for n in (name, *labels)):
+        return None
+    return tuple(sorted(labels))
+
+
+def render_text(metrics: Iterable[Metric]) -> bytes:
+    """The text format of ``metrics``, byte for byte what prometheus_client's ``generate_latest``
+    writes, for families whose metric and label names are legacy names (all of the exporter's
+    and the process and GC collectors'), without its per-sample name validation and escaping:
+    it took 4 ms of GIL for the 243 self-metric samples of every scrape. Other names: the
+    library's own rendering."""
+    metrics = list(metrics)
+    out: list[str] = []
+    for metric in metrics:
+        base, kind = metric.name, metric.type
+        name = base + {"counter": "_total", "info": "_info"}.get(kind, "")
+        kind = _TYPES.get(kind, "untyped" if kind == "unknown" else kind)
+        help_ = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        if _sorted_legacy(name, ()) is None:
+            return generate_latest(_Fixed(metrics))
+        out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
+        late: dict[str, list[str]] = {}
+        for sample in metric.samples:
+            labels = sample.labels
+            keys = _sorted_legacy(sample.name, tuple(labels))
+            if keys is None:
+                return generate_latest(_Fixed(metrics))
+            if keys:
+                text = ",".join([f'{k}="{_escape(labels[k])}"' for k in keys])
+                line = f"{sample.name}{{{text}}}"
+            else:
+                line = sample.name
+            stamp = "" if sample.timestamp is None else f" {int(float(sample.timestamp) * 1000):d}"
+            line = f"{line} {_value(float(sample.value))}{stamp}\n"
+            suffix = sample.name[len(base) :] if sample.name.startswith(base) else ""
+            if suffix in _OM_SUFFIXES:
+                late.setdefault(suffix, []).append(line)
+            else:
+                out.append(line)
+        for suffix, lines in sorted(late.items()):
+            out.append(f"# HELP {base}{suffix} {help_}\n# TYPE {base}{suffix} gauge\n")
+            out.extend(lines)
+    return "".join(out).encode()
+
+
+class _Fixed(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
 
 
 def image_prefix(image: ImageKey) -> str:
@@ -316,8 +384,11 @@ class ExpositionStore:
         pause: Callable[[], None] = lambda: time.sleep(0),
         families: frozenset[str] | None = None,
         release: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._snapshot = snapshot
+        self._clock = clock
+        self._tail: tuple[float, bytes] | None = None
         self._release = Release() if release is None else release
         self._families = frozenset(CATALOGUE) if families is None else families
         self._telemetry = telemetry
@@ -483,15 +554,27 @@ class ExpositionStore:
 
     # -- scrapes -------------------------------------------------------------------------------
 
-    def health_text(self) -> bytes:
-        return generate_latest(self._selected)
+    def health_text(self, shared: bool = False) -> bytes:
+        """The self-metrics, rendered now; with ``shared`` (this scrape overlaps another still
+        being written) the last render if it is under ``SHARED_TAIL_AGE`` old: overlapping
+        scrapes see the same self-metrics, and eight concurrent scrapers cost one render."""
+        now = self._clock()
+        last = self._tail
+        if shared and last is not None and 0 <= now - last[0] < SHARED_TAIL_AGE:
+            return last[1]
+        text = render_text(self._selected.collect())
+        self._tail = (now, text)
+        return text
 
-    def scrape_parts(self, accept_gzip: bool) -> tuple[bytes, ...] | Inflating:
+    def scrape_parts(
+        self, accept_gzip: bool, shared: bool = False
+    ) -> tuple[bytes, ...] | Inflating:
         """The body of one scrape as immutable parts to write in order: the shared per-image
-        chunks, then the live self-metrics. With ``accept_gzip`` the parts form one gzip
-        member; else they are the text, inflated part by part as they are read."""
+        chunks, then the live self-metrics (see ``health_text`` for ``shared``). With
+        ``accept_gzip`` the parts form one gzip member; else they are the text, inflated as
+        they are read."""
         exposition = self.exposition
-        tail = self.health_text()
+        tail = self.health_text(shared)
         if accept_gzip:
             return exposition.gzip_parts(tail)
         return exposition.plain_parts(tail)

@@ -618,7 +618,8 @@ class WebServer:
         self._in_flight += 1
         try:
             accept_gzip = "gzip" in request.headers.get("Accept-Encoding", "")
-            parts = self._store.scrape_parts(accept_gzip)
+            # Another scrape still being written: share its self-metrics (see health_text).
+            parts = self._store.scrape_parts(accept_gzip, shared=self._in_flight > 1)
             response = web.StreamResponse()
             response.headers["Content-Type"] = CONTENT_TYPE
             if accept_gzip:

@@ -210,3 +210,95 @@ def test_store_leaves_out_the_families_not_selected() -> None:
     assert "imagesec_image_vulnerabilities{" in text and "imagesec_up{" in text
     assert "imagesec_image_scan_" not in text and "imagesec_build_info" not in text
     assert "imagesec_image_last_scan_timestamp_seconds{" in text
+
+
+def test_self_metrics_render_as_prometheus_client_would() -> None:
+    """render_text writes generate_latest's bytes: every family type, escapes, odd values."""
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        GCCollector,
+        Histogram,
+        Info,
+        ProcessCollector,
+        Summary,
+    )
+    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.exposition import generate_latest
+
+    from exporter.exposition import render_text
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    gauge = Gauge("odd_values", 'help with \\ and\nnewline and "quotes"', ["v"], registry=registry)
+    for label, value in {
+        'back\\slash "quoted"\nline': 1.0,
+        "big": 1e21,
+        "small": 1.5e-7,
+        "inf": float("inf"),
+        "-inf": float("-inf"),
+        "nan": float("nan"),
+        "million": 1e6,
+        "negative": -123456789.25,
+        "中文": 3.0,
+    }.items():
+        gauge.labels(label).set(value)
+    Counter("calls", "a counter", ["action", "code"], registry=registry).labels("A", "x").inc(3)
+    Histogram("latency_seconds", "a histogram", ["action"], registry=registry).labels("A").observe(
+        0.3
+    )
+    Summary("sizes_bytes", "a summary", registry=registry).observe(12)
+    Info("build", "an info", registry=registry).info({"version": "1.0", "revision": "abc"})
+
+    class Stamped:
+        def collect(self) -> list[GaugeMetricFamily]:
+            family = GaugeMetricFamily("stamped", "ints and timestamps", labels=["a"])
+            family.add_metric(["1"], 5, timestamp=1_700_000_000.123)  # type: ignore[arg-type]
+            return [family]
+
+    class Frozen:  # one collection for both renders (process CPU time moves between two)
+        def __init__(self, metrics: list[Metric]) -> None:
+            self.metrics = metrics
+
+        def collect(self) -> list[Metric]:
+            return self.metrics
+
+    registry.register(Stamped())  # type: ignore[arg-type]
+    metrics = list(registry.collect())
+    assert render_text(metrics) == generate_latest(Frozen(metrics))  # type: ignore[arg-type]
+
+    class Dotted:  # not a legacy name: the library's own escaping, whole
+        def collect(self) -> list[GaugeMetricFamily]:
+            return [GaugeMetricFamily("with.dot", "utf-8 name", value=1.0)]
+
+    registry.register(Dotted())  # type: ignore[arg-type]
+    metrics = list(registry.collect())
+    assert render_text(metrics) == generate_latest(Frozen(metrics))  # type: ignore[arg-type]
+
+
+def test_overlapping_scrapes_share_self_metrics_for_at_most_a_second() -> None:
+    snap = snapshot(sas_images=(inventory(range(3)), 3))
+    telemetry = Telemetry()
+    telemetry.declare("imagesec_api_requests", ("aliyun", "prod", "cn-shanghai", "A"))
+    now = [100.0]
+    store = ExpositionStore(snap, telemetry, clock=lambda: now[0])
+
+    def calls(body: bytes) -> bytes:
+        (line,) = [x for x in body.splitlines() if x.startswith(b"imagesec_api_requests_total{")]
+        return line.rsplit(b" ", 1)[1]
+
+    first = store.scrape_parts(accept_gzip=False, shared=False)
+    telemetry.inc("imagesec_api_requests", ("aliyun", "prod", "cn-shanghai", "A"))
+    now[0] += 0.5
+    overlapping = store.scrape_parts(accept_gzip=False, shared=True)
+    alone = store.scrape_parts(accept_gzip=False, shared=False)
+    assert calls(b"".join(first)) == calls(b"".join(overlapping)) == b"0.0"
+    assert calls(b"".join(alone)) == b"1.0"  # a scrape on its own always renders
+    telemetry.inc("imagesec_api_requests", ("aliyun", "prod", "cn-shanghai", "A"))
+    now[0] += 0.99
+    assert calls(b"".join(store.scrape_parts(accept_gzip=False, shared=True))) == b"1.0"
+    now[0] += 0.02  # the shared render is a second old: render again
+    gz = b"".join(store.scrape_parts(accept_gzip=True, shared=True))
+    assert calls(zlib.decompress(gz, 31)) == b"2.0"
