@@ -8,7 +8,8 @@ Two collectors, both reading state the refresher owns:
     # TYPE imagesec_image_scan_status gauge
     imagesec_image_scan_status{provider="aliyun",...,image_id="12f8...",status="succeeded"} 1.0
 
-``HealthCollector`` emits the self-metrics (rendered on every scrape; they are small)::
+``HealthCollector`` emits the self-metrics: per-source health (rendered once per snapshot) and
+telemetry (rendered on every scrape)::
 
     # HELP imagesec_up 1 if the last refresh of the source succeeded, else 0
     # TYPE imagesec_up gauge
@@ -169,7 +170,13 @@ class HealthCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self._snapshot()
+        yield from self.collect_sources(self._snapshot())
+        yield from self.collect_live()
+
+    @staticmethod
+    def collect_sources(snapshot: Snapshot) -> Iterator[Metric]:
+        """The per-source families: a function of the snapshot alone (rendered once per swap
+        by the exposition store, not per scrape: they grow with accounts x regions)."""
         states = [snapshot.sources[k] for k in sorted(snapshot.sources)]
         gauges: dict[str, Callable[[SourceState], float]] = {
             "imagesec_up": lambda s: 1.0 if s.up else 0.0,
@@ -190,6 +197,9 @@ class HealthCollector(Collector):
                 family.add_metric(state.key.labels(), value(state))
             yield family
         yield _skipped(states)
+
+    def collect_live(self) -> Iterator[Metric]:
+        """The families that move between snapshots: telemetry counters and gauges, build."""
         for spec in SELF_METRICS:
             if spec.kind is not Kind.COUNTER:
                 continue

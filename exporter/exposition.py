@@ -339,6 +339,17 @@ class Exposition:
         return (GZIP_HEADER, *self.parts, last + trailer)
 
 
+class _Live(Collector):
+    """The self-metrics that move between snapshots (the per-source ones are cached per
+    snapshot by the store)."""
+
+    def __init__(self, inner: HealthCollector) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        return self._inner.collect_live()
+
+
 class _Selected(Collector):
     """The families of ``inner`` that ``--metric-allowlist``/``--metric-denylist`` keep (of the
     catalogue's; others registered beside them, such as process metrics, pass)."""
@@ -395,8 +406,9 @@ class ExpositionStore:
         self._cpu_clock = cpu_clock
         self._pause = pause
         self.health = CollectorRegistry(auto_describe=False)
-        self.health.register(HealthCollector(lambda: self._snapshot, telemetry))
+        self.health.register(_Live(HealthCollector(lambda: self._snapshot, telemetry)))
         self._selected = _Selected(self.health, self._families)
+        self._sources_text: tuple[Snapshot, bytes] | None = None
         self._parts: dict[SourceKey, _SourcePart] = {}
         self._headers: dict[tuple[str, str], Chunk] = {}
         self.render_errors: dict[SourceKey, str] = {}
@@ -555,14 +567,21 @@ class ExpositionStore:
     # -- scrapes -------------------------------------------------------------------------------
 
     def health_text(self, shared: bool = False) -> bytes:
-        """The self-metrics, rendered now; with ``shared`` (this scrape overlaps another still
+        """The self-metrics: the per-source families rendered once per snapshot, the rest
+        now; with ``shared`` (this scrape overlaps another still
         being written) the last render if it is under ``SHARED_TAIL_AGE`` old: overlapping
         scrapes see the same self-metrics, and eight concurrent scrapers cost one render."""
         now = self._clock()
         last = self._tail
         if shared and last is not None and 0 <= now - last[0] < SHARED_TAIL_AGE:
             return last[1]
-        text = render_text(self._selected.collect())
+        snapshot = self._snapshot
+        sources = self._sources_text
+        if sources is None or sources[0] is not snapshot:
+            metrics = HealthCollector.collect_sources(snapshot)
+            selected = render_text(m for m in metrics if m.name in self._families)
+            sources = self._sources_text = (snapshot, selected)
+        text = sources[1] + render_text(self._selected.collect())
         self._tail = (now, text)
         return text
 

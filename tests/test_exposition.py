@@ -9,10 +9,10 @@ import zlib
 from dataclasses import replace
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Metric, generate_latest
 
 from exporter import exposition
-from exporter.collector import render_images
+from exporter.collector import HealthCollector, render_images
 from exporter.exposition import INFLATED_PIECE, ExpositionStore, body_length, crc32_combine
 from exporter.metrics import CATALOGUE, metric_selection
 from exporter.model import ImageKey, ImageRef, Sample, Snapshot, SourceData, SourceKey, SourceState
@@ -66,8 +66,22 @@ def snapshot(**data: tuple[SourceData | None, float]) -> Snapshot:
 
 
 def straightforward(store: ExpositionStore, snap: Snapshot) -> bytes:
-    """What a render of everything on every scrape would serve: images, then health."""
-    return render_images(snap) + generate_latest(store.health)
+    """What a render of everything on every scrape would serve: images, then health (the
+    per-source families, then what else the store's health registry holds)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Frozen(list(HealthCollector.collect_sources(snap))))
+    registry.register(store.health)
+    return render_images(snap) + generate_latest(registry)
+
+
+class Frozen:
+    """A collector of fixed families."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self.metrics
 
 
 def renders(telemetry: Telemetry, source: str, region: str = "cn-shanghai") -> float:
@@ -224,7 +238,7 @@ def test_self_metrics_render_as_prometheus_client_would() -> None:
         ProcessCollector,
         Summary,
     )
-    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.exposition import generate_latest
 
     from exporter.exposition import render_text
@@ -258,15 +272,8 @@ def test_self_metrics_render_as_prometheus_client_would() -> None:
             family.add_metric(["1"], 5, timestamp=1_700_000_000.123)  # type: ignore[arg-type]
             return [family]
 
-    class Frozen:  # one collection for both renders (process CPU time moves between two)
-        def __init__(self, metrics: list[Metric]) -> None:
-            self.metrics = metrics
-
-        def collect(self) -> list[Metric]:
-            return self.metrics
-
     registry.register(Stamped())  # type: ignore[arg-type]
-    metrics = list(registry.collect())
+    metrics = list(registry.collect())  # one collection for both: process CPU time moves
     assert render_text(metrics) == generate_latest(Frozen(metrics))  # type: ignore[arg-type]
 
     class Dotted:  # not a legacy name: the library's own escaping, whole
@@ -302,3 +309,28 @@ def test_overlapping_scrapes_share_self_metrics_for_at_most_a_second() -> None:
     now[0] += 0.02  # the shared render is a second old: render again
     gz = b"".join(store.scrape_parts(accept_gzip=True, shared=True))
     assert calls(zlib.decompress(gz, 31)) == b"2.0"
+
+
+def test_per_source_self_metrics_render_once_per_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """They grow with accounts x regions; a scrape renders them only for a new snapshot."""
+    made = []
+    collect_sources = HealthCollector.collect_sources
+
+    def counting(snap: Snapshot):  # type: ignore[no-untyped-def]
+        made.append(snap)
+        return collect_sources(snap)
+
+    monkeypatch.setattr(HealthCollector, "collect_sources", staticmethod(counting))
+    first = snapshot(sas_images=(inventory(range(3)), 300))
+    store = ExpositionStore(first, Telemetry())
+    up = b'imagesec_up{account="prod",provider="aliyun",region="cn-shanghai",source="sas_images"}'
+    for _ in range(3):
+        assert up + b" 1.0\n" in store.scrape(accept_gzip=False)
+    assert made == [first]
+    (state,) = first.sources.values()
+    failed = Snapshot({state.key: replace(state, up=False)})
+    store.update(failed)
+    assert up + b" 0.0\n" in store.scrape(accept_gzip=False)  # a new snapshot shows at once
+    assert made == [first, failed]
