@@ -534,6 +534,7 @@ class ExpositionStore:
         """Take a new snapshot: health is live at once; changed sources re-render (inline, or
         in the render thread once started)."""
         self._snapshot = snapshot
+        self._sources_text = None  # holds no old snapshot (its data) until the next scrape
         if self._thread is None:
             self._render(snapshot)
             return
@@ -567,10 +568,10 @@ class ExpositionStore:
     # -- scrapes -------------------------------------------------------------------------------
 
     def health_text(self, shared: bool = False) -> bytes:
-        """The self-metrics: the per-source families rendered once per snapshot, the rest
-        now; with ``shared`` (this scrape overlaps another still
-        being written) the last render if it is under ``SHARED_TAIL_AGE`` old: overlapping
-        scrapes see the same self-metrics, and eight concurrent scrapers cost one render."""
+        """The self-metrics: the per-source families rendered once per snapshot, the rest now.
+        With ``shared`` (this scrape overlaps another still being written) the last render if
+        it is under ``SHARED_TAIL_AGE`` old: overlapping scrapes see the same self-metrics, and
+        eight concurrent scrapers cost one render."""
         now = self._clock()
         last = self._tail
         if shared and last is not None and 0 <= now - last[0] < SHARED_TAIL_AGE:
