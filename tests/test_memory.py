@@ -8,17 +8,19 @@ from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, So
 from exporter.telemetry import Telemetry
 
 
-def test_release_freezes_and_unfreezes_every_nth_call_and_always_trims() -> None:
+def test_release_collects_freezes_and_unfreezes_every_nth_call_and_always_trims() -> None:
     calls: list[str] = []
     release = Release(
         lambda: calls.append("trim"),
+        collect=lambda: calls.append("collect"),
         freeze=lambda: calls.append("freeze"),
         unfreeze=lambda: calls.append("unfreeze"),
         every=3,
     )
     for _ in range(6):
         release()
-    assert calls == ["freeze", "trim", "freeze", "trim", "unfreeze", "trim"] * 2
+    once = ["collect", "freeze", "trim"]
+    assert calls == [*once, *once, "unfreeze", "trim"] * 2
 
 
 def test_the_store_releases_after_every_swap_also_unchanged_ones() -> None:
@@ -32,3 +34,26 @@ def test_the_store_releases_after_every_swap_also_unchanged_ones() -> None:
     store.update(snapshot)  # nothing changed: nothing renders, the walk's garbage still goes
     store.update(Snapshot({key: SourceState(key, 60.0, SourceData(), up=True, attempted=True)}))
     assert len(released) == 3
+
+
+def test_release_never_freezes_garbage() -> None:
+    """A reference cycle that is garbage at a swap is freed, not moved where no collection looks
+    (failing sources make such cycles on every refresh: exceptions and their tracebacks)."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    def garbage() -> weakref.ref[Node]:
+        node = Node()
+        node.cycle = node  # type: ignore[attr-defined]
+        return weakref.ref(node)
+
+    gc.collect()
+    ref = garbage()
+    try:
+        Release(lambda: None)()
+        assert ref() is None
+    finally:
+        gc.unfreeze()
