@@ -173,7 +173,9 @@ def _value(value: float) -> str:
 
 _LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")
-_TYPES = {"counter": "counter", "info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram"}
+# generate_latest's munging from OpenMetrics: the name's suffix and the type it writes.
+_NAME_SUFFIXES = {"counter": "_total", "info": "_info"}
+_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -195,8 +197,8 @@ def render_text(metrics: Iterable[Metric]) -> bytes:
     out: list[str] = []
     for metric in metrics:
         base, kind = metric.name, metric.type
-        name = base + {"counter": "_total", "info": "_info"}.get(kind, "")
-        kind = _TYPES.get(kind, "untyped" if kind == "unknown" else kind)
+        name = base + _NAME_SUFFIXES.get(kind, "")
+        kind = _TYPES.get(kind, kind)
         help_ = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
         if _sorted_legacy(name, ()) is None:
             return generate_latest(_Fixed(metrics))
