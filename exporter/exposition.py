@@ -20,6 +20,13 @@ Scrapes that do not copy
     byte of the per-image part copied or recompressed. A plain scrape inflates the chunks as the
     server writes them, 64 KiB of text at a time.
 
+    Each assembly writes the gzip header and the chunks, end to end, into one sealed memfd
+    (``Mapped``) and re-points every chunk at its bytes there, so the bytes are held once. The
+    HTTP server hands that file to sendfile: the kernel sends the pages without copying them
+    and without the GIL, where writing them from Python cost a copy into the socket and a GIL
+    round trip per slice. Where no memfd can be made (descriptor limit, no memfd), the chunks
+    stay in memory and are written as before.
+
 Rendering does not stall
     Rendering runs in its own thread (or inline when the store is not started, as with
     ``--once``) in batches of lines; between batches the thread sleeps 0 s so the GIL goes
@@ -28,8 +35,11 @@ Rendering does not stall
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
+import mmap
+import os
 import re
 import struct
 import threading
@@ -122,7 +132,7 @@ class Chunk:
     """Text of one part, held raw-deflated: ``deflated`` ends in a sync flush (byte aligned, not
     final), so chunks concatenate into one deflate stream; ``crc`` and ``size`` are of the text."""
 
-    deflated: bytes
+    deflated: bytes | memoryview  # a view into the assembly's ``Mapped`` once assembled
     crc: int
     size: int
     lines: int = 0
@@ -285,12 +295,67 @@ class _SourcePart:
 # -- the assembled exposition ------------------------------------------------------------------
 
 
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+class MemFd:
+    """An open memfd for sendfile (``fileno``, binary ``mode``); closed when dropped. Not an
+    ``io.FileIO``: sendfile never moves a file position the scrapes would share, and a file
+    freed with its mapping in a garbage cycle would warn."""
+
+    __slots__ = ("_fd",)
+    mode = "rb"
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Mapped(mmap.mmap):
+    """Bytes in a sealed (immutable) memfd, mapped read-only. It is a buffer like ``bytes``;
+    ``file`` is the memfd, for sendfile. Alive as long as a view into it is: a scrape in
+    flight keeps the assembly it started with."""
+
+    file: MemFd
+
+
+def map_parts(parts: Iterable[bytes | memoryview]) -> Mapped:
+    """``parts`` end to end in a new sealed memfd, mapped read-only."""
+    fd = os.memfd_create("imagesec-exposition", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    file = MemFd(fd)
+    try:
+        size = 0
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+                size += written
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        mapped = Mapped(fd, size, prot=mmap.PROT_READ)
+    except BaseException:
+        file.close()
+        raise
+    mapped.file = file
+    return mapped
+
+
 class Inflating(Iterable[bytes]):
     """The plain text of deflated parts, inflated as it is read, in pieces of at most
     ``INFLATED_PIECE`` bytes: a plain scrape holds one piece, never a whole part (one family of
     a big source is tens of MB of text), so concurrent plain scrapers cost a piece each."""
 
-    def __init__(self, parts: Sequence[bytes], tail: bytes, size: int) -> None:
+    def __init__(self, parts: Sequence[bytes | memoryview], tail: bytes, size: int) -> None:
         self._parts = parts
         self._tail = tail
         self.nbytes = size + len(tail)
@@ -314,30 +379,34 @@ class Inflating(Iterable[bytes]):
 
 @dataclass(frozen=True, slots=True)
 class Exposition:
-    """The per-image part of the body: deflated parts in order, with the text's CRC and size."""
+    """The per-image part of the body: deflated parts in order, with the text's CRC and size;
+    ``mapped``, when there, holds the gzip header and the parts end to end."""
 
-    parts: tuple[bytes, ...] = ()
+    parts: tuple[bytes | memoryview, ...] = ()
     crc: int = 0
     size: int = 0
     series: int = 0
+    mapped: Mapped | None = None
 
     @classmethod
-    def assemble(cls, chunks: Sequence[Chunk]) -> Exposition:
+    def assemble(cls, chunks: Sequence[Chunk], mapped: Mapped | None = None) -> Exposition:
         crc, size, series = 0, 0, 0
         for chunk in chunks:
             crc = crc32_combine(crc, chunk.crc, chunk.size)
             size += chunk.size
             series += chunk.lines
-        return cls(tuple(c.deflated for c in chunks if c.size), crc, size, series)
+        return cls(tuple(c.deflated for c in chunks if c.size), crc, size, series, mapped)
 
     def plain_parts(self, tail: bytes) -> Inflating:
         return Inflating(self.parts, tail, self.size)
 
-    def gzip_parts(self, tail: bytes) -> tuple[bytes, ...]:
+    def gzip_parts(self, tail: bytes) -> tuple[bytes | memoryview | Mapped, ...]:
         compressor = zlib.compressobj(HEALTH_LEVEL, zlib.DEFLATED, -15)
         last = compressor.compress(tail) + compressor.flush()
         crc = crc32_combine(self.crc, zlib.crc32(tail), len(tail))
         trailer = struct.pack("<II", crc, (self.size + len(tail)) & 0xFFFFFFFF)
+        if self.mapped is not None:
+            return (self.mapped, last + trailer)
         return (GZIP_HEADER, *self.parts, last + trailer)
 
 
@@ -369,7 +438,7 @@ class _Selected(Collector):
         )
 
 
-def body_length(parts: Iterable[bytes]) -> int:
+def body_length(parts: Iterable[bytes | memoryview | Mapped]) -> int:
     """Bytes in a body of parts (a plain body knows its size without inflating)."""
     return parts.nbytes if isinstance(parts, Inflating) else sum(len(p) for p in parts)
 
@@ -413,6 +482,7 @@ class ExpositionStore:
         self._sources_text: tuple[Snapshot, bytes] | None = None
         self._parts: dict[SourceKey, _SourcePart] = {}
         self._headers: dict[tuple[str, str], Chunk] = {}
+        self._unmapped = False
         self.render_errors: dict[SourceKey, str] = {}
         self._pending: Snapshot | None = None
         self._wake = threading.Condition()
@@ -528,7 +598,28 @@ class ExpositionStore:
                 header = self._headers[(spec.name, help_)] = make_chunk(_header(spec.name, help_))
             chunks.append(header)
             chunks.extend(p.chunks[spec.name] for p in present)
-        return Exposition.assemble(chunks)
+        chunks = [c for c in chunks if c.size]
+        try:
+            mapped = map_parts([GZIP_HEADER, *(c.deflated for c in chunks)])
+        except OSError as err:  # serve from memory; the next assembly tries again
+            if not self._unmapped:
+                log.warning("exposition kept in memory: no memfd", extra={"error": str(err)})
+            self._unmapped = True
+            return Exposition.assemble(chunks)
+        self._unmapped = False
+        # Re-point every chunk kept for the next assembly at its bytes in the file, so they are
+        # held once; a cached header this assembly did not use is dropped (it would pin an old
+        # file). ``chunks`` keeps the old chunks alive while their ids are keys.
+        view, offset, moved = memoryview(mapped), len(GZIP_HEADER), {}
+        for chunk in chunks:
+            end = offset + len(chunk.deflated)
+            moved[id(chunk)] = Chunk(view[offset:end], chunk.crc, chunk.size, chunk.lines)
+            offset = end
+        for part in self._parts.values():
+            for name, chunk in part.chunks.items():
+                part.chunks[name] = moved.get(id(chunk), chunk)
+        self._headers = {k: moved[id(c)] for k, c in self._headers.items() if id(c) in moved}
+        return Exposition.assemble([moved[id(c)] for c in chunks], mapped)
 
     # -- snapshot swaps ------------------------------------------------------------------------
 
@@ -590,11 +681,11 @@ class ExpositionStore:
 
     def scrape_parts(
         self, accept_gzip: bool, shared: bool = False
-    ) -> tuple[bytes, ...] | Inflating:
+    ) -> tuple[bytes | memoryview | Mapped, ...] | Inflating:
         """The body of one scrape as immutable parts to write in order: the shared per-image
         chunks, then the live self-metrics (see ``health_text`` for ``shared``). With
-        ``accept_gzip`` the parts form one gzip member; else they are the text, inflated as
-        they are read."""
+        ``accept_gzip`` the parts form one gzip member (its shared part a ``Mapped`` file when
+        one could be made); else they are the text, inflated as they are read."""
         exposition = self.exposition
         tail = self.health_text(shared)
         if accept_gzip:

@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 
 from exporter import landing
 from exporter.errors import ConfigError, ConfigProblem
-from exporter.exposition import ExpositionStore, body_length
+from exporter.exposition import ExpositionStore, Mapped, body_length
 from exporter.landing import LandingLinks
 from exporter.metrics import CATALOGUE
 from exporter.model import Snapshot
@@ -632,6 +632,8 @@ class WebServer:
                     await response.prepare(request)
                     if request.method != "HEAD":
                         for part in parts:
+                            if isinstance(part, Mapped) and await _sendfile(request, part):
+                                continue
                             view = memoryview(part)
                             for offset in range(0, len(view), step):
                                 await response.write(view[offset : offset + step])
@@ -646,3 +648,19 @@ class WebServer:
             return response
         finally:
             self._in_flight -= 1
+
+
+async def _sendfile(request: web.BaseRequest, part: Mapped) -> bool:
+    """Send ``part`` with sendfile: the kernel takes the pages, no copy, no GIL. False where
+    the transport cannot (TLS), before any byte is sent: the caller writes it instead. Never
+    asyncio's own fallback, which reads through the file position the scrapes share."""
+    transport = request.transport
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return False
+    try:
+        loop = asyncio.get_running_loop()
+        # asyncio needs only fileno() and a binary mode of the file
+        await loop.sendfile(transport, part.file, 0, len(part), fallback=False)  # type: ignore[arg-type]
+    except asyncio.SendfileNotAvailableError:
+        return False
+    return True

@@ -3,8 +3,11 @@ serves one gzip member without copying the per-image part."""
 
 from __future__ import annotations
 
+import errno
 import gzip
+import os
 import random
+import weakref
 import zlib
 from dataclasses import replace
 
@@ -13,7 +16,13 @@ from prometheus_client import CollectorRegistry, Metric, generate_latest
 
 from exporter import exposition
 from exporter.collector import HealthCollector, render_images
-from exporter.exposition import INFLATED_PIECE, ExpositionStore, body_length, crc32_combine
+from exporter.exposition import (
+    INFLATED_PIECE,
+    ExpositionStore,
+    Mapped,
+    body_length,
+    crc32_combine,
+)
 from exporter.metrics import CATALOGUE, metric_selection
 from exporter.model import ImageKey, ImageRef, Sample, Snapshot, SourceData, SourceKey, SourceState
 from exporter.refresh import Refresher
@@ -115,7 +124,9 @@ def test_gzip_body_is_one_member_and_plain_parts_know_their_length() -> None:
     snap = snapshot(sas_images=(inventory(range(1000)), 1000), sas_baseline=(findings(range(9)), 9))
     store = ExpositionStore(snap, Telemetry())
     parts = store.scrape_parts(accept_gzip=True)
-    assert len(parts) > 3 and all(isinstance(p, bytes) for p in parts)
+    # The shared part is one sealed memfd holding the header and the chunks; then the tail.
+    assert len(parts) == 2 and isinstance(parts[0], Mapped) and isinstance(parts[1], bytes)
+    assert os.pread(parts[0].file.fileno(), len(parts[0]) + 1, 0) == bytes(parts[0])
     body = b"".join(parts)
     reader = zlib.decompressobj(wbits=31)
     text = reader.decompress(body)
@@ -125,11 +136,68 @@ def test_gzip_body_is_one_member_and_plain_parts_know_their_length() -> None:
     assert body_length(plain) == len(b"".join(plain)) == len(text)
     # A plain scrape holds a bounded piece of text at a time, not a whole family's chunk.
     pieces = [len(p) for p in plain]
-    largest = max(len(zlib.decompressobj(-15).decompress(p)) for p in parts[1:-1])
+    chunks = store.exposition.parts
+    largest = max(len(zlib.decompressobj(-15).decompress(p)) for p in chunks)
     assert max(pieces) == INFLATED_PIECE < largest
-    # Concurrent scrapes share the per-image bytes: the same objects, not copies.
+    # Concurrent scrapes share the per-image bytes: the same file, not copies; the chunks are
+    # views into it, so each byte is held once.
     again = store.scrape_parts(accept_gzip=True)
-    assert all(a is b for a, b in zip(parts[1:-1], again[1:-1], strict=True))
+    assert again[0] is parts[0]
+    assert all(isinstance(c, memoryview) and c.obj is parts[0] for c in chunks)
+
+
+def test_the_shared_file_is_sealed_and_freed_once_no_scrape_holds_it() -> None:
+    snap = snapshot(sas_images=(inventory(range(50)), 50), sas_baseline=(findings(range(9)), 9))
+    store = ExpositionStore(snap, Telemetry())
+    held = store.scrape_parts(accept_gzip=True)[0]
+    assert isinstance(held, Mapped)
+    writable = os.open(f"/proc/self/fd/{held.file.fileno()}", os.O_RDWR)
+    try:
+        with pytest.raises(PermissionError):  # F_SEAL_WRITE: nobody can change a served byte
+            os.pwrite(writable, b"x", 0)
+    finally:
+        os.close(writable)
+    first = weakref.ref(held)
+    store.update(
+        snapshot(
+            sas_images=(inventory(range(50), bump=1), 50), sas_baseline=(findings(range(9)), 9)
+        )
+    )
+    second = store.exposition.mapped
+    assert second is not None and second is not held and first() is held  # the scrape's
+    fd = held.file.fileno()
+    del held
+    assert first() is None  # no scrape, no chunk and no cached header keeps the old file
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    # A change of one source re-points the unchanged source's chunks into the new file too.
+    again = weakref.ref(second)
+    del second
+    store.update(
+        snapshot(
+            sas_images=(inventory(range(50), bump=1), 50), sas_baseline=(findings(range(8)), 9)
+        )
+    )
+    assert again() is None
+
+
+def test_without_a_memfd_the_chunks_are_served_from_memory(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(name: str, flags: int = 0) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    snap = snapshot(sas_images=(inventory(range(50)), 50), sas_baseline=(findings(range(9)), 9))
+    store = ExpositionStore(snap, Telemetry())
+    store.update(snapshot(sas_images=(inventory(range(50), bump=1), 50)))
+    parts = store.scrape_parts(accept_gzip=True)
+    assert store.exposition.mapped is None and all(isinstance(p, bytes) for p in parts)
+    assert gzip.decompress(b"".join(parts)) == straightforward(store, store.snapshot)
+    assert [r.getMessage() for r in caplog.records] == ["exposition kept in memory: no memfd"]
+    monkeypatch.undo()
+    store.update(snap)
+    assert isinstance(store.scrape_parts(accept_gzip=True)[0], Mapped)
 
 
 async def test_a_refresh_that_changed_nothing_does_not_render(clock: FakeClock) -> None:

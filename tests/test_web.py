@@ -9,13 +9,15 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import httpx
 import pytest
 
+from exporter import web
 from exporter.errors import ConfigError
-from exporter.exposition import ExpositionStore
+from exporter.exposition import ExpositionStore, Mapped
 from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, SourceState
 from exporter.telemetry import Telemetry
 from exporter.web import (
@@ -75,7 +77,23 @@ def base(store: ExpositionStore) -> Iterator[str]:
     yield from serve(store, telemetry_path="/metrics")
 
 
-def test_metrics_plain_and_gzip_are_the_same_exposition(store: ExpositionStore, base: str) -> None:
+@pytest.fixture
+def sendfiles(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each attempt to sendfile the shared part returned (True: sent by the kernel)."""
+    seen: list[bool] = []
+    real = web._sendfile
+
+    async def spy(request: Any, part: Mapped) -> bool:
+        seen.append(await real(request, part))
+        return seen[-1]
+
+    monkeypatch.setattr(web, "_sendfile", spy)
+    return seen
+
+
+def test_metrics_plain_and_gzip_are_the_same_exposition(
+    store: ExpositionStore, base: str, sendfiles: list[bool]
+) -> None:
     store.update(snapshot())
     plain = httpx.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"})
     assert plain.status_code == 200
@@ -90,6 +108,7 @@ def test_metrics_plain_and_gzip_are_the_same_exposition(store: ExpositionStore, 
     decoder = zlib.decompressobj(31)
     assert stable(decoder.decompress(body)) == stable(plain.content)
     assert decoder.eof and decoder.unused_data == b""  # one complete gzip member, nothing after
+    assert sendfiles == [True]  # the shared part went by sendfile, only the tail was written
 
 
 def test_promtool_finds_nothing_in_the_exposition(store: ExpositionStore, base: str) -> None:
@@ -160,7 +179,7 @@ def test_basic_auth(store: ExpositionStore, tmp_path: Path) -> None:
         assert httpx.get(f"{base}/metrics", headers=garbage).status_code == 401
 
 
-def test_tls(store: ExpositionStore, tmp_path: Path) -> None:
+def test_tls(store: ExpositionStore, tmp_path: Path, sendfiles: list[bool]) -> None:
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     subprocess.run(
         [
@@ -189,6 +208,13 @@ def test_tls(store: ExpositionStore, tmp_path: Path) -> None:
     for base in serve(store, web_config=config):
         assert base.startswith("https://")
         assert httpx.get(f"{base}/-/healthy", verify=False).status_code == 200
+        # No sendfile through TLS: the shared part is written from its mapping instead.
+        gz = httpx.get(f"{base}/metrics", verify=False, headers={"Accept-Encoding": "gzip"})
+        plain = httpx.get(f"{base}/metrics", verify=False, headers={"Accept-Encoding": "identity"})
+        assert gz.headers["content-encoding"] == "gzip" and stable(gz.content) == stable(
+            plain.content
+        )
+        assert sendfiles == [False]
 
 
 def test_bad_web_config_lists_every_problem(tmp_path: Path) -> None:
