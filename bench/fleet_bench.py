@@ -10,8 +10,10 @@ exporter process (every collector, all intervals ``--cycle``), then
 - 1% of the images rescanned: per-image calls over two cycles against the minimum (changed
   images x calls per image), and the render CPU it cost;
 - scrapes during refreshes (a 1% rescan just before): 8 concurrent scrapers, plain then gzip,
-  median and p99; ``/-/healthy`` p99 over the whole run (first pass included);
-- RSS idle (median over the steady cycle) and peak (VmHWM);
+  median and p99; ``/-/healthy`` p99 over the whole run (first pass included), probed from a
+  process of its own (bench/health_probe.py) as a kubelet would;
+- memory idle (median over the steady cycle) and peak (VmHWM): RSS with the exposition's
+  memfd counted in full (its pages are not in RSS unless mapped and read);
 - series per image per provider;
 - baseline (a), bench/naive_exporter.py: official SDKs in sequence (call rate measured for
   ``--naive-seconds``, first pass extrapolated) and prometheus_client Gauges per label set
@@ -118,12 +120,34 @@ def free_port() -> int:
 
 def rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) in MB."""
+    fields = _status(pid)
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def _status(pid: int) -> dict[str, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
+        if name in ("VmRSS", "VmHWM", "RssShmem"):
             fields[name] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
+    return fields
+
+
+def memfd_mb(pid: int) -> float:
+    """MB in the process's memfds (the exposition file): memory, if not in VmRSS unless
+    mapped and touched, so counted beside it."""
+    total = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).startswith("/memfd:"):
+                total += os.stat(fd).st_size
+    return total / 1e6
+
+
+def memory_mb(pid: int) -> float:
+    """VmRSS with the memfds in full (their mapped pages counted once), MB."""
+    fields = _status(pid)
+    return fields["VmRSS"] - fields.get("RssShmem", 0) + memfd_mb(pid)
 
 
 # -- HTTP --------------------------------------------------------------------------------------
@@ -337,21 +361,18 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
             env,
         )
         with running(exporter):
-            health: list[float] = []
-
-            def probe() -> None:
-                started = time.perf_counter()
-                with contextlib.suppress(OSError):
-                    get(port, "/-/healthy", timeout=10)
-                    health.append((time.perf_counter() - started) * 1000)
-
             rss: list[float] = []
-            sampler = Background(lambda: rss.append(rss_mb(exporter.pid)[0]), 0.5)
-            prober = Background(probe, 0.05)
+            sampler = Background(lambda: rss.append(memory_mb(exporter.pid)), 0.5)
             wait_until(lambda: _listening(port), 60, 0.2)
             started = time.monotonic()
             sampler.start()
-            prober.start()
+            prober = subprocess.Popen(
+                [sys.executable, str(HERE / "health_probe.py"), str(port), "0.05"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            first_line(prober)
 
             # -- first pass: per collector, time to first success and its calls ------------
             first: dict[str, dict[str, float]] = {}
@@ -429,10 +450,11 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
             plain = Load(port, "/metrics", args.scrapers, False).run(args.scrape_seconds)
             gz = Load(port, "/metrics", args.scrapers, True).run(args.scrape_seconds)
             result["scrape_plain"], result["scrape_gzip"] = plain, gz
-            prober.stopped.set()
+            probed = json.loads(prober.communicate("")[0])
             sampler.stopped.set()
-            result["healthy"] = summary(health)
-            result["peak_rss_mb"] = rss_mb(exporter.pid)[1]
+            result["healthy"] = summary(probed["latencies"]) | {"errors": probed["errors"]}
+            result["peak_rss_mb"] = rss_mb(exporter.pid)[1] + memfd_mb(exporter.pid)
+            result["memfd_mb"] = memfd_mb(exporter.pid)
 
             # -- the bytes, for the static baseline and the series count -------------------
             body_plain = get(port, "/metrics")
@@ -567,8 +589,10 @@ def table(results: list[dict[str, Any]], rate: float) -> str:
         row(f"  naive {kind} ms median / p99", lambda r, k=kind: (
             f"{r['naive'][f'scrape_{k}']['median_ms']:.0f} / "
             f"{r['naive'][f'scrape_{k}']['p99_ms']:.0f}"))  # fmt: skip
-    row("/-/healthy ms p99 (n)", lambda r: f"{r['healthy']['p99_ms']:.1f} ({r['healthy']['n']})")
-    row("RSS MB idle / peak", lambda r: f"{r['idle_rss_mb']:.0f} / {r['peak_rss_mb']:.0f}")
+    row("/-/healthy ms p99 (n, failed)", lambda r: (
+        f"{r['healthy']['p99_ms']:.1f} ({r['healthy']['n']}, {r['healthy']['errors']})"))  # fmt: skip
+    row("memory MB idle / peak (RSS + memfd)", lambda r: (
+        f"{r['idle_rss_mb']:.0f} / {r['peak_rss_mb']:.0f}"))  # fmt: skip
     row("  naive RSS MB / static RSS MB", lambda r: (
         f"{r['naive']['rss_mb']:.0f} / {r['static']['rss_mb']:.0f}"))  # fmt: skip
     row("exposition MB plain / gzip", lambda r: f"{r['exposition_mb']:.1f} / {r['gzip_mb']:.2f}")
