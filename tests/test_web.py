@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import threading
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -109,6 +110,24 @@ def test_metrics_plain_and_gzip_are_the_same_exposition(
     assert stable(decoder.decompress(body)) == stable(plain.content)
     assert decoder.eof and decoder.unused_data == b""  # one complete gzip member, nothing after
     assert sendfiles == [True]  # the shared part went by sendfile, only the tail was written
+
+
+def test_a_plain_scrape_is_inflated_off_the_event_loop(
+    store: ExpositionStore, base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    real = web._take
+
+    def spy(pieces: Iterator[bytes], n: int) -> list[bytes]:
+        threads.append(threading.current_thread().name)
+        return real(pieces, n)
+
+    monkeypatch.setattr(web, "_take", spy)
+    store.update(snapshot())
+    plain = httpx.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"})
+    images = b"".join(zlib.decompressobj(-15).decompress(p) for p in store.exposition.parts)
+    assert b"imagesec_image_vulnerabilities{" in images and plain.content.startswith(images)
+    assert threads and all(name.startswith("inflate") for name in threads)
 
 
 def test_promtool_finds_nothing_in_the_exposition(store: ExpositionStore, base: str) -> None:
