@@ -404,6 +404,7 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
 
             wait_until(first_pass_done, args.first_pass_timeout, 0.5)
             result["first_pass_wall_s"] = time.monotonic() - started
+            phases = {"first pass": time.monotonic()}
             for source, entry in first.items():
                 upstream = DEPENDS.get(source) if source in DEPENDS else None
                 begin = first[upstream]["done"] if upstream else started_unix
@@ -447,12 +448,20 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
 
             # -- scrapes during refreshes --------------------------------------------------
             rescan(urls, changed)
+            phases["cycles"] = time.monotonic()
             plain = Load(port, "/metrics", args.scrapers, False).run(args.scrape_seconds)
+            phases["plain scrapes"] = time.monotonic()
             gz = Load(port, "/metrics", args.scrapers, True).run(args.scrape_seconds)
+            phases["gzip scrapes"] = time.monotonic()
             result["scrape_plain"], result["scrape_gzip"] = plain, gz
             probed = json.loads(prober.communicate("")[0])
             sampler.stopped.set()
-            result["healthy"] = summary(probed["latencies"]) | {"errors": probed["errors"]}
+            probes = probed["latencies"]
+            result["healthy"] = summary([ms for _, ms in probes]) | {"errors": probed["errors"]}
+            begin = 0.0
+            for phase, end in phases.items():  # each phase ends at its mark
+                result["healthy"][phase] = summary([ms for t, ms in probes if begin <= t < end])
+                begin = end
             result["peak_rss_mb"] = rss_mb(exporter.pid)[1] + memfd_mb(exporter.pid)
             result["memfd_mb"] = memfd_mb(exporter.pid)
 
@@ -591,6 +600,9 @@ def table(results: list[dict[str, Any]], rate: float) -> str:
             f"{r['naive'][f'scrape_{k}']['p99_ms']:.0f}"))  # fmt: skip
     row("/-/healthy ms p99 (n, failed)", lambda r: (
         f"{r['healthy']['p99_ms']:.1f} ({r['healthy']['n']}, {r['healthy']['errors']})"))  # fmt: skip
+    for phase in ("first pass", "cycles", "plain scrapes", "gzip scrapes"):
+        row(f"  /-/healthy ms p99 in {phase}", lambda r, p=phase: (
+            f"{r['healthy'][p]['p99_ms']:.1f}"))  # fmt: skip
     row("memory MB idle / peak (RSS + memfd)", lambda r: (
         f"{r['idle_rss_mb']:.0f} / {r['peak_rss_mb']:.0f}"))  # fmt: skip
     row("  naive RSS MB / static RSS MB", lambda r: (

@@ -1,6 +1,6 @@
 """The liveness probe of bench/fleet_bench.py, in its own process (as the kubelet is): GET
-/-/healthy every PERIOD seconds until its stdin closes, then print the latencies (ms)
-and the failed probes as JSON.
+/-/healthy every PERIOD seconds until its stdin closes, then print the probes
+(monotonic time, latency ms) and the failed ones as JSON.
 
 A prober thread inside the benchmark would share the load generator's GIL and measure that.
 
@@ -20,7 +20,7 @@ def main() -> None:
     port, period = int(sys.argv[1]), float(sys.argv[2])
     closed = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     errors = 0
     print(json.dumps({"ready": True}), flush=True)
     while not closed.wait(period):
@@ -33,7 +33,7 @@ def main() -> None:
         except OSError:  # refused or timed out
             errors += 1
             continue
-        latencies.append((time.perf_counter() - started) * 1000)
+        latencies.append((time.monotonic(), (time.perf_counter() - started) * 1000))
     print(json.dumps({"latencies": latencies, "errors": errors}), flush=True)
 
 
