@@ -25,10 +25,12 @@ FROZEN = 1e9  # seconds per state cycle: scan state stays as it was at the cycle
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images-per-region", type=int, required=True)
-    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--rate", type=float, required=True, help="requests/s per action")
+    parser.add_argument("--tencent-rate", type=float, help="TCSS's, if not --rate")
     args = parser.parse_args()
     sim = Simulator(images_per_region=args.images_per_region, state_cache=FROZEN)
-    sim.aliyun.limiter.rate = sim.tencent.limiter.rate = args.rate
+    sim.aliyun.limiter.rate = args.rate
+    sim.tencent.limiter.rate = args.tencent_rate or args.rate
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with (
