@@ -115,7 +115,7 @@ class Limits:
     write_chunk: int = 64 * 1024  # bytes handed to the socket per await
     bcrypt_threads: int = 2
     inflate_threads: int = 2  # plain scrapes inflate here, off the event loop (zlib drops the GIL)
-    inflate_batch: int = 16  # pieces (of at most 64 KiB of text) inflated per hand-off
+    inflate_batch: int = 16  # pieces (of at most 64 KiB of text) inflated and written at a time
 
 
 @dataclass(slots=True)
@@ -616,18 +616,15 @@ class WebServer:
         return self._response(live, 200, "Reloaded\n")
 
     async def _inflated(self, parts: Inflating) -> AsyncIterator[bytes]:
-        """The plain text, inflated by the inflate threads a batch at a time: the event loop
-        only writes, so probes and other scrapes are not queued behind a plain scrape's
-        inflating, and two plain scrapes inflate on two cores."""
+        """The plain text, inflated by the inflate threads a batch at a time and written as
+        one piece: the event loop only writes, once per batch, so probes and other scrapes are
+        not queued behind a plain scrape's inflating, and two plain scrapes inflate on two
+        cores."""
         loop = asyncio.get_running_loop()
         pieces = iter(parts)
         batch = self._limits.inflate_batch
-        while True:
-            taken = await loop.run_in_executor(self._inflater, _take, pieces, batch)
-            if not taken:
-                return
-            for piece in taken:
-                yield piece
+        while taken := await loop.run_in_executor(self._inflater, _take, pieces, batch):
+            yield taken
 
     async def _metrics(self, live: _Live, request: web.BaseRequest) -> web.StreamResponse:
         limit = self._limits.max_requests
@@ -682,8 +679,9 @@ class WebServer:
             self._in_flight -= 1
 
 
-def _take(pieces: Iterator[bytes], n: int) -> list[bytes]:
-    return list(itertools.islice(pieces, n))
+def _take(pieces: Iterator[bytes], n: int) -> bytes:
+    """The next ``n`` pieces as one (empty at the end)."""
+    return b"".join(itertools.islice(pieces, n))
 
 
 async def _sendfile(request: web.BaseRequest, part: Mapped) -> bool:

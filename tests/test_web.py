@@ -18,10 +18,11 @@ import pytest
 
 from exporter import web
 from exporter.errors import ConfigError
-from exporter.exposition import ExpositionStore, Mapped
+from exporter.exposition import INFLATED_PIECE, ExpositionStore, Mapped
 from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, SourceState
 from exporter.telemetry import Telemetry
 from exporter.web import (
+    Limits,
     WebServer,
     load_web_config,
     parse_listen_address,
@@ -112,22 +113,28 @@ def test_metrics_plain_and_gzip_are_the_same_exposition(
     assert sendfiles == [True]  # the shared part went by sendfile, only the tail was written
 
 
-def test_a_plain_scrape_is_inflated_off_the_event_loop(
-    store: ExpositionStore, base: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_plain_scrape_is_inflated_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[str] = []
     real = web._take
 
-    def spy(pieces: Iterator[bytes], n: int) -> list[bytes]:
+    def spy(pieces: Iterator[bytes], n: int) -> bytes:
         threads.append(threading.current_thread().name)
         return real(pieces, n)
 
     monkeypatch.setattr(web, "_take", spy)
-    store.update(snapshot())
-    plain = httpx.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"})
-    images = b"".join(zlib.decompressobj(-15).decompress(p) for p in store.exposition.parts)
-    assert b"imagesec_image_vulnerabilities{" in images and plain.content.startswith(images)
-    assert threads and all(name.startswith("inflate") for name in threads)
+    images = [replace(IMAGE, tag=f"1.{n}", image_id=f"u{n}") for n in range(5000)]
+    data = SourceData(
+        samples=tuple(Sample("imagesec_image_vulnerabilities", i, 7.0) for i in images)
+    )
+    state = SourceState(key=KEY, interval=300, data=data, up=True, attempted=True)
+    store = ExpositionStore(Snapshot({KEY: state}), Telemetry())
+    text = b"".join(zlib.decompressobj(-15).decompress(p) for p in store.exposition.parts)
+    assert len(text) > 4 * INFLATED_PIECE
+    for base in serve(store, limits=Limits(inflate_batch=1)):  # one piece per hand-off
+        plain = httpx.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"})
+    assert plain.content.startswith(text) and b"imagesec_up{" in plain.content[len(text) :]
+    # Every piece inflated in an inflate thread, one hand-off each, and one more for the end.
+    assert len(threads) > 5 and all(name.startswith("inflate") for name in threads)
 
 
 def test_promtool_finds_nothing_in_the_exposition(store: ExpositionStore, base: str) -> None:
