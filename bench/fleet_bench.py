@@ -367,8 +367,10 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
             env,
         )
         with running(exporter):
-            rss: list[float] = []
-            sampler = Background(lambda: rss.append(memory_mb(exporter.pid)), 0.5)
+            samples: list[tuple[float, float]] = []  # (monotonic time, memory MB)
+            sampler = Background(
+                lambda: samples.append((time.monotonic(), memory_mb(exporter.pid))), 0.5
+            )
             wait_until(lambda: _listening(port), 60, 0.2)
             started = time.monotonic()
             sampler.start()
@@ -420,12 +422,13 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
 
             # -- steady state: one full cycle after a warm-up cycle ------------------------
             wait_cycle(port, sources, 4 * cycle)
-            rss_mark = len(rss)
+            rss_mark = len(samples)
             m0 = self_metrics(port)
             m1 = wait_cycle(port, sources, 4 * cycle)
             c0, c1 = calls(m0), calls(m1)
             r0, r1 = renders(m0), renders(m1)
-            result["idle_rss_mb"] = statistics.median(rss[rss_mark:] or rss[-1:])
+            idle = [mb for _, mb in samples[rss_mark:]] or [samples[-1][1]]
+            result["idle_rss_mb"] = statistics.median(idle)
             result["steady"] = {
                 "per_image_calls": sum(c1[a] - c0[a] for a in PER_IMAGE),
                 "calls": {a: c1[a] - c0[a] for a in c1},
@@ -463,11 +466,14 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
             result["scrape_plain"], result["scrape_gzip"] = plain, gz
             probed = json.loads(prober.communicate("")[0])
             sampler.stopped.set()
+            sampler.join()
             probes = probed["latencies"]
             result["healthy"] = summary([ms for _, ms in probes]) | {"errors": probed["errors"]}
             begin = 0.0
             for phase, end in phases.items():  # each phase ends at its mark
                 result["healthy"][phase] = summary([ms for t, ms in probes if begin <= t < end])
+                inside = [mb for t, mb in samples if begin <= t < end]
+                result.setdefault("memory_max_mb", {})[phase] = max(inside, default=float("nan"))
                 begin = end
             result["peak_rss_mb"] = rss_mb(exporter.pid)[1] + memfd_mb(exporter.pid)
             result["memfd_mb"] = memfd_mb(exporter.pid)
@@ -620,6 +626,9 @@ def table(results: list[dict[str, Any]], rate: str) -> str:
             f"{r['healthy'][p]['p99_ms']:.1f}"))  # fmt: skip
     row("memory MB idle / peak (RSS + memfd)", lambda r: (
         f"{r['idle_rss_mb']:.0f} / {r['peak_rss_mb']:.0f}"))  # fmt: skip
+    row("  memory MB max: first pass / cycles / plain / gzip", lambda r: " / ".join(
+        f"{r['memory_max_mb'][p]:.0f}"
+        for p in ("first pass", "cycles", "plain scrapes", "gzip scrapes")))  # fmt: skip
     row("  naive RSS MB / static RSS MB", lambda r: (
         f"{r['naive']['rss_mb']:.0f} / {r['static']['rss_mb']:.0f}"))  # fmt: skip
     row("exposition MB plain / gzip", lambda r: f"{r['exposition_mb']:.1f} / {r['gzip_mb']:.2f}")

@@ -400,14 +400,18 @@ class Exposition:
     def plain_parts(self, tail: bytes) -> Inflating:
         return Inflating(self.parts, tail, self.size)
 
-    def gzip_parts(self, tail: bytes) -> tuple[bytes | memoryview | Mapped, ...]:
+    def gzip_end(self, tail: bytes) -> bytes:
+        """``tail`` compressed as the final block, and the member's trailer."""
         compressor = zlib.compressobj(HEALTH_LEVEL, zlib.DEFLATED, -15)
         last = compressor.compress(tail) + compressor.flush()
         crc = crc32_combine(self.crc, zlib.crc32(tail), len(tail))
-        trailer = struct.pack("<II", crc, (self.size + len(tail)) & 0xFFFFFFFF)
+        return last + struct.pack("<II", crc, (self.size + len(tail)) & 0xFFFFFFFF)
+
+    def gzip_parts(self, end: bytes) -> tuple[bytes | memoryview | Mapped, ...]:
+        """One gzip member: the header, the parts, then ``end`` (see ``gzip_end``)."""
         if self.mapped is not None:
-            return (self.mapped, last + trailer)
-        return (GZIP_HEADER, *self.parts, last + trailer)
+            return (self.mapped, end)
+        return (GZIP_HEADER, *self.parts, end)
 
 
 class _Live(Collector):
@@ -471,6 +475,7 @@ class ExpositionStore:
         self._snapshot = snapshot
         self._clock = clock
         self._tail: tuple[float, bytes] | None = None
+        self._gzip_end: tuple[bytes, int, int, bytes] | None = None
         self._release = Release() if release is None else release
         self._families = frozenset(CATALOGUE) if families is None else families
         self._telemetry = telemetry
@@ -688,9 +693,15 @@ class ExpositionStore:
         one could be made); else they are the text, inflated as they are read."""
         exposition = self.exposition
         tail = self.health_text(shared)
-        if accept_gzip:
-            return exposition.gzip_parts(tail)
-        return exposition.plain_parts(tail)
+        if not accept_gzip:
+            return exposition.plain_parts(tail)
+        # Scrapes sharing a tail share its compression too (the trailer depends on the
+        # exposition's CRC and size, so those are in the key; no old exposition is held).
+        key = (tail, exposition.crc, exposition.size)
+        cached = self._gzip_end
+        if cached is None or cached[0] is not tail or cached[1:3] != key[1:]:
+            cached = self._gzip_end = (*key, exposition.gzip_end(tail))
+        return exposition.gzip_parts(cached[3])
 
     def scrape(self, accept_gzip: bool) -> bytes:
         """The body of one scrape in one piece (``--once`` and tests)."""

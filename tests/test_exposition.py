@@ -375,8 +375,18 @@ def test_overlapping_scrapes_share_self_metrics_for_at_most_a_second() -> None:
     now[0] += 0.99
     assert calls(b"".join(store.scrape_parts(accept_gzip=False, shared=True))) == b"1.0"
     now[0] += 0.02  # the shared render is a second old: render again
-    gz = b"".join(store.scrape_parts(accept_gzip=True, shared=True))
-    assert calls(zlib.decompress(gz, 31)) == b"2.0"
+    gz = store.scrape_parts(accept_gzip=True, shared=True)
+    assert calls(zlib.decompress(b"".join(gz), 31)) == b"2.0"
+    # Scrapes sharing the self-metrics share their compression (and trailer) too ...
+    again = store.scrape_parts(accept_gzip=True, shared=True)
+    assert again[-1] is gz[-1]
+    # ... not after a change of the per-image part, whose CRC and size the trailer carries.
+    store.update(snapshot(sas_images=(inventory(range(4)), 4)))
+    now[0] += 0.1
+    changed = store.scrape_parts(accept_gzip=True, shared=True)
+    assert changed[-1] is not gz[-1]
+    text = zlib.decompress(b"".join(changed), 31)  # checks the trailer's CRC-32 and size
+    assert text.startswith(store.scrape(accept_gzip=False).split(b"# HELP imagesec_up ")[0])
 
 
 def test_per_source_self_metrics_render_once_per_snapshot(
