@@ -533,51 +533,16 @@ class AliyunService:
         return self._paged("DescribeImageBaselineCheckResult", params, rows)
 
     def _list_image_risk(self, params: dict[str, str], site: str, now: float) -> dict[str, Any]:
-        rows = []
         image_name = params.get("ImageName", "")
         namespace = params.get("Namespace", "")
-        for state in self._states(site, now):
-            spec = state.spec
-            if not spec.deployed:
-                continue  # ListImageRisk covers the images in use in clusters
-            if image_name and image_name not in spec.sas_image_name:
-                continue
-            if namespace and namespace != spec.namespace:
-                continue
-            f = state.findings
-            statistics = {
-                "baselineNum": f.hc_count,
-                "newSuspicious": sum(1 for m in f.malware if m.status == 0),
-                "vul": f.vul_count,
-            }
-            host = spec.registry_host
-            vpc_host = f"registry-vpc.{spec.registry_region}.aliyuncs.com"
-            rows.append(
-                {
-                    "RepoNamespace": spec.namespace,
-                    "RepoName": spec.repo,
-                    "Tag": spec.tag,
-                    "RegionId": spec.registry_region,
-                    "Digest": spec.digest_hex,
-                    "RepoId": spec.repo_id,
-                    "RepoType": spec.repo_type.upper(),
-                    "RegistryType": spec.registry_type,
-                    "Endpoints": f"https://{host}",
-                    "ImageId": spec.image_hex,
-                    "TagImmutable": 0,
-                    "Statistics": json.dumps(statistics),
-                    "ImageAccessType": "NOT_IN_SAS" if state.phase == "never" else "IN_SAS",
-                    "Image": spec.sas_image_name,
-                    "Uuid": spec.uuid,
-                    "EndPointList": [
-                        {"Domains": [host], "Type": "internet"},
-                        {"Domains": [vpc_host], "Type": "intranet"},
-                    ],
-                    "InternetURLs": f"{host}/{spec.namespace}/{spec.repo}",
-                    "VpcURLs": f"{vpc_host}/{spec.namespace}/{spec.repo}",
-                }
-            )
-        return self._paged("ListImageRisk", params, rows)
+        states = [
+            state
+            for state in self._states(site, now)
+            if state.spec.deployed  # ListImageRisk covers the images in use in clusters
+            and (not image_name or image_name in state.spec.sas_image_name)
+            and (not namespace or namespace == state.spec.namespace)
+        ]
+        return self._paged("ListImageRisk", params, states, _image_risk)
 
     def _describe_affected_malicious_file_images(
         self, params: dict[str, str], site: str, now: float
@@ -665,6 +630,41 @@ def _yes(count: int) -> str:
 
 def _first_scan_ms(spec: ImageSpec) -> int:
     return spec.updated_ms + 3_600_000
+
+
+def _image_risk(state: ImageState) -> dict[str, Any]:
+    """One ListImageRisk row."""
+    spec, f = state.spec, state.findings
+    statistics = {
+        "baselineNum": f.hc_count,
+        "newSuspicious": sum(1 for m in f.malware if m.status == 0),
+        "vul": f.vul_count,
+    }
+    host = spec.registry_host
+    vpc_host = f"registry-vpc.{spec.registry_region}.aliyuncs.com"
+    return {
+        "RepoNamespace": spec.namespace,
+        "RepoName": spec.repo,
+        "Tag": spec.tag,
+        "RegionId": spec.registry_region,
+        "Digest": spec.digest_hex,
+        "RepoId": spec.repo_id,
+        "RepoType": spec.repo_type.upper(),
+        "RegistryType": spec.registry_type,
+        "Endpoints": f"https://{host}",
+        "ImageId": spec.image_hex,
+        "TagImmutable": 0,
+        "Statistics": json.dumps(statistics),
+        "ImageAccessType": "NOT_IN_SAS" if state.phase == "never" else "IN_SAS",
+        "Image": spec.sas_image_name,
+        "Uuid": spec.uuid,
+        "EndPointList": [
+            {"Domains": [host], "Type": "internet"},
+            {"Domains": [vpc_host], "Type": "intranet"},
+        ],
+        "InternetURLs": f"{host}/{spec.namespace}/{spec.repo}",
+        "VpcURLs": f"{vpc_host}/{spec.namespace}/{spec.repo}",
+    }
 
 
 def _image_instance(state: ImageState) -> dict[str, Any]:
