@@ -35,6 +35,7 @@ Rendering does not stall
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import logging
@@ -295,9 +296,6 @@ class _SourcePart:
 # -- the assembled exposition ------------------------------------------------------------------
 
 
-_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-
-
 class MemFd:
     """An open memfd for sendfile (``fileno``, binary ``mode``); closed when dropped. Not an
     ``io.FileIO``: sendfile never moves a file position the scrapes would share, and a file
@@ -330,7 +328,11 @@ class Mapped(mmap.mmap):
 
 
 def map_parts(parts: Iterable[bytes | memoryview]) -> Mapped:
-    """``parts`` end to end in a new sealed memfd, mapped read-only."""
+    """``parts`` end to end in a new sealed memfd, mapped read-only. OSError where that cannot
+    be (out of descriptors or memory; no memfd outside Linux)."""
+    if not hasattr(os, "memfd_create") or not hasattr(fcntl, "F_ADD_SEALS"):
+        raise OSError(errno.ENOSYS, "no memfd on this platform")
+    seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
     fd = os.memfd_create("imagesec-exposition", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     file = MemFd(fd)
     try:
@@ -341,7 +343,7 @@ def map_parts(parts: Iterable[bytes | memoryview]) -> Mapped:
                 written = os.write(fd, view)
                 view = view[written:]
                 size += written
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
         mapped = Mapped(fd, size, prot=mmap.PROT_READ)
     except BaseException:
         file.close()
