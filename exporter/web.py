@@ -689,7 +689,9 @@ async def _sendfile(request: web.BaseRequest, part: Mapped) -> bool:
     the transport cannot (TLS), before any byte is sent: the caller writes it instead. Never
     asyncio's own fallback, which reads through the file position the scrapes share."""
     transport = request.transport
-    if transport is None or transport.get_extra_info("sslcontext") is not None:
+    if transport is None or transport.is_closing():  # as a write would say, not a RuntimeError
+        raise ConnectionResetError("Cannot write to closing transport")
+    if transport.get_extra_info("sslcontext") is not None:
         return False
     try:
         loop = asyncio.get_running_loop()

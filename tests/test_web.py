@@ -18,7 +18,7 @@ import pytest
 
 from exporter import web
 from exporter.errors import ConfigError
-from exporter.exposition import INFLATED_PIECE, ExpositionStore, Mapped
+from exporter.exposition import INFLATED_PIECE, ExpositionStore, Mapped, map_parts
 from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, SourceState
 from exporter.telemetry import Telemetry
 from exporter.web import (
@@ -304,3 +304,18 @@ def test_accept_failures_count_one_pause_per_burst_and_log_once_a_minute(
         ("Too many open files", 2),
     ]
     assert any("Task exception was never retrieved" in r.getMessage() for r in caplog.records)
+
+
+async def test_sendfile_to_a_closing_transport_is_a_hang_up_not_a_server_error() -> None:
+    """The client left between the headers and the body: the same ConnectionError a write
+    raises (a debug line), not asyncio's RuntimeError (an error with a traceback)."""
+
+    class Closing:
+        def is_closing(self) -> bool:
+            return True
+
+    class Request:
+        transport = Closing()
+
+    with pytest.raises(ConnectionResetError):
+        await web._sendfile(Request(), map_parts([b"body"]))  # type: ignore[arg-type]
