@@ -478,8 +478,8 @@ def bench_size(images: int, args: argparse.Namespace) -> dict[str, Any]:
                 inside = [mb for t, mb in samples if begin <= t < end]
                 result.setdefault("memory_max_mb", {})[phase] = max(inside, default=float("nan"))
                 begin = end
-            result["peak_rss_mb"] = rss_mb(exporter.pid)[1] + memfd_mb(exporter.pid)
             result["memfd_mb"] = memfd_mb(exporter.pid)
+            result["peak_rss_mb"] = rss_mb(exporter.pid)[1] + result["memfd_mb"]
 
             # -- the bytes, for the static baseline and the series count -------------------
             body_plain = get(port, "/metrics")

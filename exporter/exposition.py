@@ -477,7 +477,7 @@ class ExpositionStore:
         self._snapshot = snapshot
         self._clock = clock
         self._tail: tuple[float, bytes] | None = None
-        self._gzip_end: tuple[bytes, int, int, bytes] | None = None
+        self._gzip_end: tuple[bytes, tuple[int, int], bytes] | None = None
         self._release = Release() if release is None else release
         self._families = frozenset(CATALOGUE) if families is None else families
         self._telemetry = telemetry
@@ -699,11 +699,18 @@ class ExpositionStore:
             return exposition.plain_parts(tail)
         # Scrapes sharing a tail share its compression too (the trailer depends on the
         # exposition's CRC and size, so those are in the key; no old exposition is held).
-        key = (tail, exposition.crc, exposition.size)
         cached = self._gzip_end
-        if cached is None or cached[0] is not tail or cached[1:3] != key[1:]:
-            cached = self._gzip_end = (*key, exposition.gzip_end(tail))
-        return exposition.gzip_parts(cached[3])
+        if (
+            cached is None
+            or cached[0] is not tail
+            or cached[1] != (exposition.crc, exposition.size)
+        ):
+            cached = self._gzip_end = (
+                tail,
+                (exposition.crc, exposition.size),
+                exposition.gzip_end(tail),
+            )
+        return exposition.gzip_parts(cached[2])
 
     def scrape(self, accept_gzip: bool) -> bytes:
         """The body of one scrape in one piece (``--once`` and tests)."""

@@ -626,6 +626,26 @@ class WebServer:
         while taken := await loop.run_in_executor(self._inflater, _take, pieces, batch):
             yield taken
 
+    async def _write_body(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        parts: tuple[bytes | memoryview | Mapped, ...] | Inflating,
+    ) -> None:
+        """Plain: inflated off the loop. gzip: the shared file by sendfile where the transport
+        allows, the rest (and the file through TLS) in slices of ``write_chunk``."""
+        if isinstance(parts, Inflating):
+            async for piece in self._inflated(parts):
+                await response.write(piece)
+            return
+        step = self._limits.write_chunk
+        for part in parts:
+            if isinstance(part, Mapped) and await _sendfile(request, part):
+                continue
+            view = memoryview(part)
+            for offset in range(0, len(view), step):
+                await response.write(view[offset : offset + step])
+
     async def _metrics(self, live: _Live, request: web.BaseRequest) -> web.StreamResponse:
         limit = self._limits.max_requests
         if limit and self._in_flight >= limit:
@@ -644,22 +664,11 @@ class WebServer:
                 response.headers["Content-Encoding"] = "gzip"
             self._decorate(live, response, None)
             response.content_length = body_length(parts)
-            step = self._limits.write_chunk
             try:
                 async with asyncio.timeout(self._limits.write_timeout):
                     await response.prepare(request)
-                    if request.method == "HEAD":
-                        pass
-                    elif isinstance(parts, Inflating):
-                        async for piece in self._inflated(parts):
-                            await response.write(piece)
-                    else:
-                        for part in parts:
-                            if isinstance(part, Mapped) and await _sendfile(request, part):
-                                continue
-                            view = memoryview(part)
-                            for offset in range(0, len(view), step):
-                                await response.write(view[offset : offset + step])
+                    if request.method != "HEAD":
+                        await self._write_body(request, response, parts)
                     await response.write_eof()
             except TimeoutError:
                 self._reject("write_timeout")
