@@ -210,6 +210,16 @@ class SourceData:
         copy.truncated = self.truncated
         return copy
 
+    def settled(self, older: SourceData | None) -> SourceData:
+        """``self``, or, when it renders the same series as ``older``, ``older``'s columns and
+        records (shared) with ``self``'s health: a refresh that changed nothing then holds no
+        second copy of the source's data, and the next comparison of the two is by identity."""
+        if older is None or older is self or older != self:
+            return self
+        settled = older.with_completeness(self.completeness)
+        settled.skipped, settled.truncated = self.skipped, self.truncated
+        return settled
+
     @property
     def series(self) -> int:
         return sum(len(f) for f in self.families.values())

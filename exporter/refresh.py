@@ -197,11 +197,12 @@ class Refresher:
         *,
         expired: bool,
     ) -> SourceState:
-        """Publish ``data`` as the source's new good data (up, no error)."""
+        """Publish ``data`` as the source's new good data (up, no error); data equal to the
+        last good data is published as that data (one copy is held, not two)."""
         now = self._clock()
         state = replace(
             previous,
-            data=data,
+            data=data.settled(previous.data),
             up=True,
             attempted=True,
             last_attempt=now,

@@ -654,6 +654,26 @@ async def test_a_failed_lookup_keeps_the_images_last_good_detail(clock: FakeCloc
     assert set(source.details.cache) == {(f"uuid-{i}", "m1") for i in range(6) if i != 3}
 
 
+async def test_an_expired_detail_is_still_the_fallback_and_one_entry_per_image(
+    clock: FakeClock,
+) -> None:
+    broken: set[str] = set()
+    telemetry = Telemetry()
+    client = make_client(Sas(**{BASELINE: flaky_baseline(broken)}), telemetry, clock)
+    source = baseline_source(client, telemetry, concurrency=2, ttl=3600, timer=clock)
+    first = await source.refresh(inventory(*[image(i) for i in range(6)]))
+    clock.advance(3601)  # every entry past the TTL: looked up again
+    broken.add("uuid-2")
+    data = await source.refresh(inventory(*[image(i) for i in range(6)]))
+    assert data.samples == first.samples  # uuid-2 served its expired detail, not dropped
+    assert set(source.details.cache) == {(f"uuid-{i}", "m0") for i in range(6) if i != 2}
+    assert set(source.details.last_good) == {f"uuid-{i}" for i in range(6)}
+    assert len(source.details._entries) == 6  # the cache and the fallback are one entry
+    broken.clear()
+    data = await source.refresh(inventory(*[image(i) for i in range(3)]))  # 3 left
+    assert len(source.details._entries) == 3 and len(data.keys) == 3
+
+
 async def test_most_lookups_failing_fails_the_refresh_and_keeps_what_completed(
     clock: FakeClock,
 ) -> None:

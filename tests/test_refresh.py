@@ -204,3 +204,33 @@ def test_data_kept_with_another_completeness_keeps_its_truncation() -> None:
     partial = data.with_completeness(0.5)
     assert partial.truncated == "page_cap" and partial.completeness == 0.5
     assert partial == data  # health, not series
+
+
+def _vulnerabilities(value: float, truncated: str = "") -> SourceData:
+    """Data built afresh each call (new objects), as a refresh builds it."""
+    key = ImageKey(*IMAGE.labels())
+    return SourceData(
+        samples=(Sample("imagesec_image_vulnerabilities", key, value),),
+        images=(ImageRef(key, "u1", "m1"),),
+        truncated=truncated,
+    )
+
+
+async def test_a_refresh_equal_to_the_last_good_data_holds_one_copy(clock: FakeClock) -> None:
+    source = FakeSource("sas_images")
+    refresher = Refresher([source], telemetry=Telemetry(), clock=clock)
+    source.outcome = _vulnerabilities(3.0)
+    good = (await refresher.run_once()).sources[source.key].data
+    assert good is not None
+    source.outcome = _vulnerabilities(3.0, truncated="page_cap")  # same series, new health
+    clock.advance(60)
+    state = (await refresher.run_once()).sources[source.key]
+    assert state.data is not None and state.data == good
+    # The old generation's records and columns, not the new copy's
+    assert state.data.images is good.images and state.data.keys is good.keys
+    assert state.data.families is good.families
+    assert state.data.truncated == "page_cap"  # the new pass's health
+    source.outcome = _vulnerabilities(4.0)  # a change: the new data as it is
+    clock.advance(60)
+    changed = (await refresher.run_once()).sources[source.key].data
+    assert changed is source.outcome

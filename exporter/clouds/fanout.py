@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Generic, TypeVar
-
-from cachetools import TTLCache
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from typing import Generic, NamedTuple, TypeVar
 
 from exporter.errors import AuthError, SourceError
 from exporter.model import ImageRef, SourceKey
@@ -32,6 +29,18 @@ DEFAULT_TTL = 86_400.0
 change a detail without the inventory's scan marker moving."""
 
 
+class _Entry(NamedTuple, Generic[V]):
+    """What the fan-out keeps of one image: its last good detail and, if that detail may be
+    reused, the key it was fetched under. One tuple per image, in one dict: the cache and the
+    fallback of a failed lookup are the same entry (about 200 bytes an image, not the 500 of a
+    TTLCache's links and size table beside a second dict)."""
+
+    key: Hashable | None  # None: not cacheable (only a fallback for a failed lookup)
+    value: V
+    fetched: float  # timer() when fetched
+    stage: str  # the image's stage when fetched
+
+
 def first_source_error(group: BaseExceptionGroup[BaseException]) -> SourceError | None:
     """The first ``SourceError`` in a (possibly nested) exception group."""
     for exc in group.exceptions:
@@ -47,8 +56,7 @@ def first_source_error(group: BaseExceptionGroup[BaseException]) -> SourceError 
 class DetailFanOut(Generic[V]):
     """Looks up one detail per image, calling the API only for images whose key is not cached.
 
-    The cache belongs to one source and is only touched from its refresh task (cachetools is
-    not thread-safe). Keys are what identifies an image's result (its native id and scan
+    The cache belongs to one source and is only touched from its refresh task. Keys are what identifies an image's result (its native id and scan
     marker, plus anything else the detail depends on), so a steady-state refresh makes no
     calls and a rescan of N images costs N lookups. Entries of images that left the inventory
     are dropped after every complete pass.
@@ -90,27 +98,43 @@ class DetailFanOut(Generic[V]):
         self._stage_floor = stage_floor
         self._publish_every = publish_every
         self._timer = timer
-        # Sized by pruning to the inventory, not by eviction: an LRU bound smaller than the
-        # fleet would refetch images on every pass.
-        self.cache: TTLCache[Hashable, V] = TTLCache(maxsize=math.inf, ttl=ttl, timer=timer)
-        # key -> (stage, fetched at), for entries of the cache when stages are tracked.
-        self._fetched: dict[Hashable, tuple[str, float]] = {}
-        # The last detail each image (by native id) had, whatever its scan: what a failed
-        # lookup falls back to. Pruned to the inventory like the cache.
-        self.last_good: dict[str, V] = {}
+        self._ttl = ttl
+        # Native id -> the image's entry: its last good detail (whatever its scan: what a
+        # failed lookup falls back to) and the key it is cached under. Sized by pruning to the
+        # inventory after each pass, not by eviction: an LRU bound smaller than the fleet
+        # would refetch images on every pass.
+        self._entries: dict[str, _Entry[V]] = {}
         self.failed = 0  # lookups that failed in the last pass
         for result in ("hit", "miss"):
             telemetry.declare(CACHE_METRIC, (*self._labels, result))
         telemetry.declare(FAILURE_METRIC, self._labels)
 
-    def _cached(self, k: Hashable, ref: ImageRef) -> V:
+    def _fresh(self, entry: _Entry[V], now: float) -> bool:
+        return entry.key is not None and now - entry.fetched < self._ttl
+
+    @property
+    def cache(self) -> Mapping[Hashable, V]:
+        """The details that may be reused, by key (a copy: for tests and tools)."""
+        now = self._timer()
+        return {e.key: e.value for e in self._entries.values() if self._fresh(e, now)}
+
+    @property
+    def last_good(self) -> Mapping[str, V]:
+        """Each image's last good detail, by native id (a copy: for tests and tools)."""
+        return {native_id: e.value for native_id, e in self._entries.items()}
+
+    def _cached(self, k: Hashable, ref: ImageRef, now: float) -> V:
         """The cached value of ``k``; KeyError if never fetched, expired, or its stage moved."""
-        value = self.cache[k]
-        if self._stage_floor is not None:
-            stage, at = self._fetched.get(k, (ref.stage, 0.0))
-            if stage != ref.stage and self._timer() - at >= self._stage_floor:
-                raise KeyError(k)
-        return value
+        entry = self._entries.get(ref.native_id)
+        if entry is None or entry.key != k or not self._fresh(entry, now):
+            raise KeyError(k)
+        if (
+            self._stage_floor is not None
+            and entry.stage != ref.stage
+            and now - entry.fetched >= self._stage_floor
+        ):
+            raise KeyError(k)
+        return entry.value
 
     async def run(
         self,
@@ -134,9 +158,10 @@ class DetailFanOut(Generic[V]):
         wanted = {key(ref): ref for ref in images}
         results: dict[Hashable, V] = {}
         missing: list[tuple[Hashable, ImageRef]] = []
+        now = self._timer()
         for k, ref in wanted.items():
             try:
-                results[k] = self._cached(k, ref)
+                results[k] = self._cached(k, ref, now)
             except KeyError:  # never fetched, expired, or a running scan moved on
                 missing.append((k, ref))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "hit"), len(results))
@@ -177,12 +202,11 @@ class DetailFanOut(Generic[V]):
                         fatal = err
                         raise
                     return
-            if self._cacheable is None or self._cacheable(value):
-                self.cache[k] = value
-                if self._stage_floor is not None:
-                    self._fetched[k] = (ref.stage, self._timer())
+            cacheable = self._cacheable is None or self._cacheable(value)
+            self._entries[ref.native_id] = _Entry(
+                k if cacheable else None, value, self._timer(), ref.stage
+            )
             results[k] = value
-            self.last_good[ref.native_id] = value
             fetched += 1
             if progress is not None and self._timer() - last_report >= self._publish_every:
                 report()
@@ -202,19 +226,17 @@ class DetailFanOut(Generic[V]):
             raise
         finally:
             self.failed = failures
-        self.cache.expire()
-        for stale in [k for k in self.cache if k not in wanted]:
-            del self.cache[stale]
-        for stale in [k for k in self._fetched if k not in self.cache]:
-            del self._fetched[stale]
         listed = {ref.native_id for ref in images}
-        for gone in [i for i in self.last_good if i not in listed]:
-            del self.last_good[gone]
+        for native_id, entry in list(self._entries.items()):
+            if native_id not in listed:
+                del self._entries[native_id]
+            elif entry.key is not None and entry.key not in wanted:  # an older scan's detail
+                self._entries[native_id] = entry._replace(key=None)
         found: list[tuple[ImageRef, V]] = []
         for ref in images:
             k = key(ref)
             if k in results:
                 found.append((ref, results[k]))
-            elif ref.native_id in self.last_good:
-                found.append((ref, self.last_good[ref.native_id]))
+            elif (kept := self._entries.get(ref.native_id)) is not None:
+                found.append((ref, kept.value))
         return found

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 SAS_MALWARE_LEVELS: tuple[str, ...] = get_args(MalwareLevel)
 SAS_MALWARE_STATUSES: tuple[str, ...] = tuple(SAS_MALWARE_STATUS.values())
 
-Counts = tuple[tuple[str, int], ...]
-"""A detail result: (label value, count) pairs, immutable so the cache can share it."""
+Counts = tuple[int, ...]
+"""A detail result: a count per label value of the collector's ``labels``, in that order (one
+small tuple an image in the cache: ints, not (label, count) pairs)."""
 
 
 def _images(upstream: SourceData | None) -> tuple[ImageRef, ...]:
@@ -54,6 +55,7 @@ class _PerImageSource:
 
     action: str  # the Sas action of the lookup
     metric: str  # the catalogue metric it feeds, with one extra label
+    labels: tuple[str, ...]  # that label's values, in the order of a lookup's Counts
 
     def __init__(
         self,
@@ -90,24 +92,24 @@ class _PerImageSource:
     async def lookup(self, ref: ImageRef) -> Counts:
         raise NotImplementedError
 
-    @staticmethod
-    def _data(metric: str, found: list[tuple[ImageRef, Counts]]) -> SourceData:
-        samples = [
-            Sample(metric, ref.key, float(value), (label,))
+    def _data(self, found: list[tuple[ImageRef, Counts]]) -> SourceData:
+        labels = [(label,) for label in self.labels]
+        samples = (
+            Sample(self.metric, ref.key, float(value), label)
             for ref, counts in found
-            for label, value in counts
-        ]
-        return SourceData(samples=tuple(samples), images=tuple(ref for ref, _ in found))
+            for label, value in zip(labels, counts, strict=True)
+        )
+        return SourceData(samples=samples, images=tuple(ref for ref, _ in found))
 
     def _progress(self, found: list[tuple[ImageRef, Counts]], done: float) -> None:
         if self.on_progress is not None:
-            self.on_progress(lambda: self._data(self.metric, found).with_completeness(done))
+            self.on_progress(lambda: self._data(found).with_completeness(done))
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         found = await self.details.run(
             _images(upstream), self.cache_key, self.lookup, self._progress
         )
-        return self._data(self.metric, found)
+        return self._data(found)
 
 
 class SasBaselineSource(_PerImageSource):
@@ -123,6 +125,7 @@ class SasBaselineSource(_PerImageSource):
 
     action = "DescribeImageBaselineCheckResult"
     metric = "imagesec_image_baseline_risk_items"
+    labels = BASELINE_SEVERITIES
 
     async def lookup(self, ref: ImageRef) -> Counts:
         rows = await describe_image_baseline_check_result(self.client, ref.native_id)
@@ -130,7 +133,7 @@ class SasBaselineSource(_PerImageSource):
         for row in rows:
             for field, severity in SAS_BASELINE_FIELDS.items():
                 totals[severity] += getattr(row, field) or 0
-        return tuple(totals.items())
+        return tuple(totals.values())
 
 
 class SasVulnerabilitiesSource(_PerImageSource):
@@ -153,6 +156,7 @@ class SasVulnerabilitiesSource(_PerImageSource):
 
     action = "DescribeImageVulList"
     metric = "imagesec_image_vulnerabilities_by_severity"
+    labels = tuple(SAS_NECESSITY_SEVERITY.values())
 
     @functools.cached_property
     def counter(self) -> VulnerabilityCounter:
@@ -165,7 +169,7 @@ class SasVulnerabilitiesSource(_PerImageSource):
         counts = await self.counter.count(
             ref.native_id, tuple(SAS_NECESSITY_SEVERITY), ref.vulnerabilities
         )
-        return tuple((SAS_NECESSITY_SEVERITY[n], total) for n, total in counts.items())
+        return tuple(counts[n] for n in SAS_NECESSITY_SEVERITY)
 
 
 class SasMaliciousSource:
