@@ -224,7 +224,7 @@ class SasMaliciousSource:
             row.tag,
             row.repo_region_id,
         )
-        return ImageRef(key, row.image_uuid, "")
+        return ImageRef(key, key.image_id, "")
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         rows = await describe_affected_malicious_file_images(self.client)
@@ -308,7 +308,7 @@ class SasImageRiskSource:
                 row.tag,
                 row.region_id,
             )
-            images.append(ImageRef(key, row.uuid, ""))
+            images.append(ImageRef(key, key.image_id, ""))
             status = SAS_REGISTRATION.get(row.image_access_type.upper(), "unknown")
             samples += stateset(
                 "imagesec_image_registration_status", key, REGISTRATION_STATUSES, status

@@ -194,7 +194,9 @@ class TcssImagesSource:
             ),
         )
         images = tuple(
-            ImageRef(key, row.image_id, scan_marker(row), row.vul_cnt, row.scan_status or "")
+            ImageRef(
+                key, key.image_id, scan_marker(row), row.vul_cnt, sys.intern(row.scan_status or "")
+            )
             for key, row in kept
         )
         # Samples are folded into columns as they are made (a generator, not a list of them)
