@@ -96,6 +96,37 @@ async def test_a_first_pass_publishes_images_as_they_arrive(clock: FakeClock) ->
     assert final.up and final.data is not None and len(final.data.images) == 10
 
 
+async def test_a_big_pass_reports_progress_at_most_twenty_times(clock: FakeClock) -> None:
+    # Each report re-renders all the pass has found: reporting after every lookup (the time
+    # cadence alone, here 0 s) would make a first pass's rendering quadratic in its images.
+    steps = Steps()
+
+    def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
+        steps.now += 1.0
+        return baseline_answer(params, request)
+
+    handler = Sas(**{BASELINE: answer})
+    telemetry = Telemetry()
+    source = baseline_source(
+        make_client(handler, telemetry, clock),
+        telemetry,
+        concurrency=1,
+        timer=steps,
+        publish_every=0.0,
+    )
+    inventory = Inventory([image(i) for i in range(200)])
+    published: list[Snapshot] = []
+    refresher = Refresher([inventory, source], telemetry=telemetry, clock=clock)
+    refresher.on_snapshot = published.append
+    await refresher.run_once()
+    partial = [
+        d
+        for d in (s.sources[source.key].data for s in published)
+        if d is not None and d.completeness < 1
+    ]
+    assert [len(d.images) for d in partial] == list(range(10, 200, 10))  # every 5%
+
+
 async def test_a_later_pass_serves_the_complete_data_until_it_completes(clock: FakeClock) -> None:
     steps = Steps()
     handler = Sas(**{BASELINE: baseline_answer})

@@ -22,6 +22,9 @@ Progress = Callable[[list[tuple[ImageRef, V]], float], None]
 DEFAULT_PUBLISH_EVERY = 10.0
 """Seconds between two progress reports of one pass (a bounded cadence)."""
 
+PROGRESS_STEPS = 20
+"""A pass reports progress at most this many times (each after another 1/20 of its lookups)."""
+
 CACHE_METRIC = "imagesec_detail_cache_requests"
 FAILURE_METRIC = "imagesec_detail_lookup_failures"
 DEFAULT_TTL = 86_400.0
@@ -151,9 +154,10 @@ class DetailFanOut(Generic[V]):
         the failure is raised as is. The lookups that completed stay cached either way, so
         the next attempt resumes where this one stopped.
 
-        ``progress``, if given, gets what the pass has so far at most every ``publish_every``
-        seconds while lookups complete, and once more if the pass is cancelled (a timeout),
-        so a long first pass shows its images as they arrive.
+        ``progress``, if given, gets what the pass has so far while lookups complete, at most
+        every ``publish_every`` seconds and every ``1/PROGRESS_STEPS`` of the lookups, and once
+        more if the pass is cancelled (a timeout), so a long first pass shows its images as
+        they arrive.
         """
         wanted = {key(ref): ref for ref in images}
         results: dict[Hashable, V] = {}
@@ -170,11 +174,15 @@ class DetailFanOut(Generic[V]):
         failures = 0
         fatal: SourceError | None = None
         last_report = self._timer()
-        fetched = 0
+        fetched = reported = 0
+        # Each report re-renders everything found so far: at most PROGRESS_STEPS of them per
+        # pass keeps a big first pass's rendering linear in its images, not quadratic.
+        step = -(-len(missing) // PROGRESS_STEPS)
 
         def report() -> None:
-            nonlocal last_report
+            nonlocal last_report, reported
             last_report = self._timer()
+            reported = fetched
             assert progress is not None
             found = [(ref, results[k]) for k, ref in wanted.items() if k in results]
             progress(found, len(results) / len(wanted) if wanted else 1.0)
@@ -208,7 +216,11 @@ class DetailFanOut(Generic[V]):
             )
             results[k] = value
             fetched += 1
-            if progress is not None and self._timer() - last_report >= self._publish_every:
+            if (
+                progress is not None
+                and fetched - reported >= step
+                and self._timer() - last_report >= self._publish_every
+            ):
                 report()
 
         try:
