@@ -112,23 +112,53 @@ class Family:
 
 
 class _FamilyBuilder:
-    __slots__ = ("extra", "extras", "image", "seen", "values")
+    """Columns of one family as samples arrive. A repeated label set keeps its first value.
+
+    Collectors give an image's samples together, so repeats are found with the extras of the
+    current image and a bitmap of the images already done, not a set of every series (an int
+    object per series: 8 MB for 250k series, made and freed on every refresh). An image that
+    comes back after others switches the builder to a set built from the columns."""
+
+    __slots__ = ("current", "done", "extra", "extras", "image", "last", "seen", "values")
 
     def __init__(self) -> None:
         self.image: array[int] = array("I")
         self.extra: array[int] = array("I")
         self.extras: dict[tuple[str, ...], int] = {}
         self.values: array[float] = array("d")
-        self.seen: set[int] = set()
+        self.last = -1  # the image of the last sample
+        self.current: set[int] = set()  # its extras so far
+        self.done = bytearray()  # 1 at the images given before ``last``
+        self.seen: set[int] | None = None  # (image << 32 | extra) of every series, once needed
+
+    def _repeated(self, image: int, index: int) -> bool:
+        if self.seen is not None:
+            ident = image << 32 | index
+            if ident in self.seen:
+                return True
+            self.seen.add(ident)
+            return False
+        if image == self.last:
+            if index in self.current:
+                return True
+            self.current.add(index)
+            return False
+        if self.last >= 0:
+            if len(self.done) <= self.last:
+                self.done.extend(bytes(self.last + 1 - len(self.done)))
+            self.done[self.last] = 1
+        if image < len(self.done) and self.done[image]:  # it comes back: switch to a set
+            self.seen = {i << 32 | e for i, e in zip(self.image, self.extra, strict=True)}
+            return self._repeated(image, index)
+        self.last, self.current = image, {index}
+        return False
 
     def add(self, image: int, extra: tuple[str, ...], value: float) -> None:
         index = self.extras.get(extra)
         if index is None:
             index = self.extras[extra] = len(self.extras)
-        ident = image << 32 | index
-        if ident in self.seen:  # a repeated label set keeps its first value
+        if self._repeated(image, index):
             return
-        self.seen.add(ident)
         self.image.append(image)
         self.extra.append(index)
         self.values.append(value)

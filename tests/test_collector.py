@@ -103,3 +103,34 @@ def test_health_collector_preinitialises_every_source() -> None:
     assert registry.get_sample_value("imagesec_api_requests_total", {**source, "action": "X"}) == 0
     text = generate_latest(registry).decode()
     assert "_created" not in text  # no created series for our counters
+
+
+def test_a_repeated_label_set_keeps_its_first_value_in_any_order() -> None:
+    from exporter.model import ImageKey, Sample, SourceData
+
+    def key(i: int) -> ImageKey:
+        return ImageKey("aliyun", "a", "r", "ns", "repo", f"t{i}", f"id{i}")
+
+    metric = "imagesec_image_vulnerabilities_by_severity"
+    given = [
+        (key(0), "high", 1.0),
+        (key(0), "low", 2.0),
+        (key(0), "high", 9.0),  # a repeat within the image
+        (key(1), "high", 3.0),
+        (key(2), "low", 4.0),
+        (key(0), "low", 9.0),  # image 0 comes back after others: still a repeat
+        (key(0), "medium", 5.0),  # ... but a new label set of it is kept
+        (key(1), "high", 9.0),
+        (key(3), "high", 6.0),
+    ]
+    data = SourceData(samples=[Sample(metric, k, v, (sev,)) for k, sev, v in given])
+    kept = {(s.image.tag, s.extra[0]): s.value for s in data.samples}
+    assert kept == {
+        ("t0", "high"): 1.0,
+        ("t0", "low"): 2.0,
+        ("t1", "high"): 3.0,
+        ("t2", "low"): 4.0,
+        ("t0", "medium"): 5.0,
+        ("t3", "high"): 6.0,
+    }
+    assert data.series == 6
