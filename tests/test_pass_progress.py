@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
+from exporter.clouds.aliyun.findings import SasBaselineSource
 from exporter.collector import HealthCollector
 from exporter.model import ImageRef, Snapshot, SourceData
 from exporter.refresh import Refresher
@@ -59,26 +60,34 @@ def completeness(snapshot: Snapshot, source: Any) -> float | None:
     return registry.get_sample_value("imagesec_source_pass_completeness_ratio", labels)
 
 
-async def test_a_first_pass_publishes_images_as_they_arrive(clock: FakeClock) -> None:
+def one_second_lookups(
+    clock: FakeClock, publish_every: float, images: int
+) -> tuple[SasBaselineSource, Refresher, list[Snapshot]]:
+    """A baseline pass over ``images`` images, one lookup at a time, each taking a second of
+    the fan-out's clock; returns the source, its refresher and the snapshots it publishes."""
     steps = Steps()
 
     def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
-        steps.now += 1.0  # each lookup takes a second of the fan-out's clock
+        steps.now += 1.0
         return baseline_answer(params, request)
 
-    handler = Sas(**{BASELINE: answer})
     telemetry = Telemetry()
     source = baseline_source(
-        make_client(handler, telemetry, clock),
+        make_client(Sas(**{BASELINE: answer}), telemetry, clock),
         telemetry,
         concurrency=1,
         timer=steps,
-        publish_every=3.0,
+        publish_every=publish_every,
     )
-    inventory = Inventory([image(i) for i in range(10)])
+    inventory = Inventory([image(i) for i in range(images)])
     published: list[Snapshot] = []
     refresher = Refresher([inventory, source], telemetry=telemetry, clock=clock)
     refresher.on_snapshot = published.append
+    return source, refresher, published
+
+
+async def test_a_first_pass_publishes_images_as_they_arrive(clock: FakeClock) -> None:
+    source, refresher, published = one_second_lookups(clock, 3.0, 10)
     await refresher.run_once()
 
     states = [s.sources[source.key] for s in published]
@@ -99,25 +108,7 @@ async def test_a_first_pass_publishes_images_as_they_arrive(clock: FakeClock) ->
 async def test_a_big_pass_reports_progress_at_most_twenty_times(clock: FakeClock) -> None:
     # Each report re-renders all the pass has found: reporting after every lookup (the time
     # cadence alone, here 0 s) would make a first pass's rendering quadratic in its images.
-    steps = Steps()
-
-    def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
-        steps.now += 1.0
-        return baseline_answer(params, request)
-
-    handler = Sas(**{BASELINE: answer})
-    telemetry = Telemetry()
-    source = baseline_source(
-        make_client(handler, telemetry, clock),
-        telemetry,
-        concurrency=1,
-        timer=steps,
-        publish_every=0.0,
-    )
-    inventory = Inventory([image(i) for i in range(200)])
-    published: list[Snapshot] = []
-    refresher = Refresher([inventory, source], telemetry=telemetry, clock=clock)
-    refresher.on_snapshot = published.append
+    source, refresher, published = one_second_lookups(clock, 0.0, 200)
     await refresher.run_once()
     partial = [
         d
