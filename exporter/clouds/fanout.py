@@ -59,10 +59,11 @@ def first_source_error(group: BaseExceptionGroup[BaseException]) -> SourceError 
 class DetailFanOut(Generic[V]):
     """Looks up one detail per image, calling the API only for images whose key is not cached.
 
-    The cache belongs to one source and is only touched from its refresh task. Keys are what identifies an image's result (its native id and scan
-    marker, plus anything else the detail depends on), so a steady-state refresh makes no
-    calls and a rescan of N images costs N lookups. Entries of images that left the inventory
-    are dropped after every complete pass.
+    The cache belongs to one source and is only touched from its refresh task. Keys are what
+    identifies an image's result (its native id and scan marker, plus anything else the
+    detail depends on), so a steady-state refresh makes no calls and a rescan of N images
+    costs N lookups. Entries of images that left the inventory are dropped after every
+    complete pass.
 
     Hits and misses are counted in ``imagesec_detail_cache_requests{result="hit"|"miss"}``.
 
