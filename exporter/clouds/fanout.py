@@ -35,8 +35,8 @@ change a detail without the inventory's scan marker moving."""
 class _Entry(NamedTuple, Generic[V]):
     """What the fan-out keeps of one image: its last good detail and, if that detail may be
     reused, the key it was fetched under. One tuple per image, in one dict: the cache and the
-    fallback of a failed lookup are the same entry (about 200 bytes an image, not the 500 of a
-    TTLCache's links and size table beside a second dict)."""
+    fallback of a failed lookup are the same entry (no TTLCache links and size table beside a
+    second dict)."""
 
     key: Hashable | None  # None: not cacheable (only a fallback for a failed lookup)
     value: V

@@ -55,14 +55,14 @@ def instance_samples(row: ImageInstanceRow, key: ImageKey) -> list[Sample]:
     ``HcCount`` (baseline risks) has no severity breakdown here; the sas_baseline collector
     provides it per severity, so it is not exported from the inventory.
     """
-    intern = sys.intern  # a few distinct values, held in every image's info labels
+    intern = sys.intern  # lower() makes a new string per row: one per distinct value instead
     info = (
         row.digest,
         intern(row.registry_type.lower()),
         intern(row.repo_type.lower()),
         "",
         "",
-        intern(row.region_id or key.region),
+        row.region_id or key.region,
     )
     samples = [Sample("imagesec_image_info", key, 1.0, info)]
     samples += optional("imagesec_image_vulnerabilities", key, row.vul_count)
@@ -116,9 +116,7 @@ class SasImagesSource:
         rows, skipped = self.filters.apply(walked, listed)
         keyed = [(row, image_key(row, self.key.account, self.key.region)) for row in rows]
         images = tuple(
-            ImageRef(
-                key, key.image_id, scan_marker(row), row.vul_count, sys.intern(row.sca_status or "")
-            )
+            ImageRef(key, key.image_id, scan_marker(row), row.vul_count, row.sca_status or "")
             for row, key in keyed
         )
         # Samples are folded into columns as they are made (a generator, not a list of them)

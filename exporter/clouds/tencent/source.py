@@ -194,9 +194,7 @@ class TcssImagesSource:
             ),
         )
         images = tuple(
-            ImageRef(
-                key, key.image_id, scan_marker(row), row.vul_cnt, sys.intern(row.scan_status or "")
-            )
+            ImageRef(key, key.image_id, scan_marker(row), row.vul_cnt, row.scan_status or "")
             for key, row in kept
         )
         # Samples are folded into columns as they are made (a generator, not a list of them)
