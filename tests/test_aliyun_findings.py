@@ -618,6 +618,25 @@ async def test_fan_out_is_bounded_by_the_concurrency_limit(clock: FakeClock) -> 
     assert len(data.samples) == 30
 
 
+async def test_fan_out_holds_a_task_per_concurrent_lookup_not_per_image(clock: FakeClock) -> None:
+    # A first pass of a big fleet used to create a task per missing image at once: 25k waiting
+    # tasks and their frames were the bulk of the first pass's peak memory.
+    tasks = 0
+
+    def answer(params: dict[str, str], request: httpx.Request) -> httpx.Response:
+        nonlocal tasks
+        tasks = max(tasks, len(asyncio.all_tasks()))
+        return baseline_answer(params, request)
+
+    telemetry = Telemetry()
+    client = make_client(Sas(**{BASELINE: answer}), telemetry, clock)
+    source = baseline_source(client, telemetry, concurrency=3)
+    before = len(asyncio.all_tasks())
+    data = await source.refresh(inventory(*(image(i) for i in range(50))))
+    assert len(data.keys) == 50
+    assert tasks - before <= 3
+
+
 async def test_fan_out_is_rate_limited_by_the_clients_token_bucket(clock: FakeClock) -> None:
     telemetry = Telemetry()
     client = make_client(Sas(**{BASELINE: baseline_answer}), telemetry, clock)

@@ -171,7 +171,6 @@ class DetailFanOut(Generic[V]):
                 missing.append((k, ref))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "hit"), len(results))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "miss"), len(missing))
-        gate = asyncio.Semaphore(self._concurrency)
         failures = 0
         fatal: SourceError | None = None
         last_report = self._timer()
@@ -190,27 +189,24 @@ class DetailFanOut(Generic[V]):
 
         async def one(k: Hashable, ref: ImageRef) -> None:
             nonlocal failures, fatal, fetched
-            async with gate:
-                if fatal is not None:  # a waiter woken after the pass was given up
-                    return
-                try:
-                    value = await fetch(ref)
-                except SourceError as err:
-                    failures += 1
-                    self._telemetry.inc(FAILURE_METRIC, self._labels)
-                    log.warning(
-                        "detail lookup failed",
-                        extra={
-                            **self._log_fields,
-                            "image_id": ref.native_id,
-                            "code": err.code,
-                            "error": err.message,
-                        },
-                    )
-                    if isinstance(err, AuthError) or failures * 2 > len(missing):
-                        fatal = err
-                        raise
-                    return
+            try:
+                value = await fetch(ref)
+            except SourceError as err:
+                failures += 1
+                self._telemetry.inc(FAILURE_METRIC, self._labels)
+                log.warning(
+                    "detail lookup failed",
+                    extra={
+                        **self._log_fields,
+                        "image_id": ref.native_id,
+                        "code": err.code,
+                        "error": err.message,
+                    },
+                )
+                if isinstance(err, AuthError) or failures * 2 > len(missing):
+                    fatal = err
+                    raise
+                return
             cacheable = self._cacheable is None or self._cacheable(value)
             self._entries[ref.native_id] = _Entry(
                 k if cacheable else None, value, self._timer(), ref.stage
@@ -224,10 +220,18 @@ class DetailFanOut(Generic[V]):
             ):
                 report()
 
+        queue = iter(missing)
+
+        async def worker() -> None:
+            for k, ref in queue:  # shared: each lookup is taken by one worker, in order
+                if fatal is not None:  # the pass was given up; the group cancels the rest
+                    return
+                await one(k, ref)
+
         try:
             async with asyncio.TaskGroup() as group:
-                for k, ref in missing:
-                    group.create_task(one(k, ref))
+                for _ in range(min(self._concurrency, len(missing))):
+                    group.create_task(worker())
         except asyncio.CancelledError:
             if progress is not None and fetched:
                 report()  # what this attempt got, before the timeout stopped it
