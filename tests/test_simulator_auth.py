@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from exporter.simulator import DEMO_ALIYUN_ACCESS_KEY_ID, DEMO_TENCENT_SECRET_ID, Simulator
-from exporter.simulator.core import SimRequest
+from exporter.simulator.core import NonceCache, SimRequest
 from exporter.simulator.signed import aliyun_v1, aliyun_v3, tencent_tc3
 
 NOW = 1_700_000_000.0
@@ -273,3 +273,19 @@ def test_tc3_unknown_action_and_region(sim: Simulator) -> None:
     assert _tc_error(sim, tencent_tc3(TC_ACTION, now=NOW, region="xx-nowhere")) == (
         "UnsupportedRegion"
     )
+
+
+def test_the_nonce_cache_rejects_replays_within_its_ttl_and_forgets_expired_nonces() -> None:
+    nonces = NonceCache(ttl=900)
+    assert nonces.use(("ak", "n0"), 0.0)
+    assert not nonces.use(("ak", "n0"), 899.0)  # a replay within the TTL
+    for i in range(1, 200):
+        assert nonces.use(("ak", f"n{i}"), 100.0 + i)
+    assert len(nonces) == 200
+    # Past the first TTLs: the expired nonces are forgotten oldest first, one use at a time,
+    # not by rebuilding the table once it is big.
+    assert nonces.use(("ak", "late"), 1050.0)
+    assert len(nonces) == 1 + sum(1 for i in range(1, 200) if 1050.0 - (100.0 + i) < 900)
+    assert nonces.use(("ak", "n0"), 1050.0)  # expired: usable again
+    assert not nonces.use(("ak", "n150"), 1050.0)  # used at 250: still within the TTL
+    assert nonces.use(("ak", "other"), 5000.0) and len(nonces) == 1
