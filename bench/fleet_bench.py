@@ -139,13 +139,16 @@ def _status(pid: int) -> dict[str, float]:
 
 def memfd_mb(pid: int) -> float:
     """MB in the process's memfds (the exposition file): memory, if not in VmRSS unless
-    mapped and touched, so counted beside it."""
-    total = 0
+    mapped and touched, so counted beside it. Each file once: a mapping holds a second
+    descriptor of its file (Python's mmap keeps a dup), which an earlier version counted
+    again."""
+    sizes = {}
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):
             if os.readlink(fd).startswith("/memfd:"):
-                total += os.stat(fd).st_size
-    return total / 1e6
+                stat = os.stat(fd)
+                sizes[(stat.st_dev, stat.st_ino)] = stat.st_size
+    return sum(sizes.values()) / 1e6
 
 
 def memory_mb(pid: int) -> float:

@@ -412,3 +412,12 @@ def test_per_source_self_metrics_render_once_per_snapshot(
     store.update(failed)
     assert up + b" 0.0\n" in store.scrape(accept_gzip=False)  # a new snapshot shows at once
     assert made == [first, failed]
+
+
+def test_the_benchmark_counts_a_mapped_exposition_file_once() -> None:
+    from bench.fleet_bench import memfd_mb
+
+    before = memfd_mb(os.getpid())
+    mapped = exposition.map_parts([b"x" * 1_000_000])  # its mapping holds a second descriptor
+    assert memfd_mb(os.getpid()) - before == pytest.approx(1.0)
+    del mapped
