@@ -289,7 +289,6 @@ class _SourcePart:
 
     data: SourceData
     interval: float
-    keys: frozenset[ImageKey]
     chunks: dict[str, Chunk] = field(default_factory=dict)
 
 
@@ -488,6 +487,7 @@ class ExpositionStore:
         self._selected = _Selected(self.health, self._families)
         self._sources_text: tuple[Snapshot, bytes] | None = None
         self._parts: dict[SourceKey, _SourcePart] = {}
+        self._image_sets: dict[int, frozenset[ImageKey]] = {}  # during a render only
         self._headers: dict[tuple[str, str], Chunk] = {}
         self._unmapped = False
         self.render_errors: dict[SourceKey, str] = {}
@@ -513,11 +513,13 @@ class ExpositionStore:
     def _render(self, snapshot: Snapshot) -> None:
         """Render the sources whose data changed since the last render, then reassemble.
 
-        A source whose data is unchanged keeps its chunks, unless its images overlap those of a
-        source before it that changed (the duplicates it must drop may have changed).
+        A source whose data is unchanged keeps its chunks, unless a source before it that
+        changed has a family and an image in common with it (the duplicates it must drop may
+        have changed).
         """
         self._declare(snapshot)
-        changed = [p.keys for k, p in self._parts.items() if k not in snapshot.sources]
+        self._image_sets.clear()  # built in this render only (ids of live data)
+        changed = [p.data for k, p in self._parts.items() if k not in snapshot.sources]
         reassemble = bool(changed)
         parts: dict[SourceKey, _SourcePart] = {}
         for key in sorted(snapshot.sources):
@@ -525,49 +527,63 @@ class ExpositionStore:
             old = self._parts.get(key)
             if state.data is None:
                 if old is not None:
-                    changed.append(old.keys)
+                    changed.append(old.data)
                     reassemble = True
                 continue
             same = old is not None and old.data == state.data
-            keys = old.keys if old is not None and same else frozenset(state.data.keys)
-            if old is not None and same and all(keys.isdisjoint(k) for k in changed):
+            if old is not None and same and not any(self._overlap(old.data, d) for d in changed):
                 if old.interval != state.interval:  # only the HELP text changes
-                    old = _SourcePart(old.data, state.interval, old.keys, old.chunks)
+                    old = _SourcePart(old.data, state.interval, old.chunks)
                     reassemble = True
                 parts[key] = old
                 continue
             if not same:
-                changed.append(keys)
+                changed.append(state.data)
                 if old is not None:
-                    changed.append(old.keys)
+                    changed.append(old.data)
             reassemble = True
             try:
-                parts[key] = self._render_source(key, state.data, state.interval, keys, parts)
+                parts[key] = self._render_source(key, state.data, state.interval, parts)
                 self.render_errors.pop(key, None)
             except Exception as err:  # drop only this source's part; loud, not fatal
                 log.exception("render failed", extra={"source": str(key), "error": repr(err)})
                 self._telemetry.inc("imagesec_exposition_render_failures", key.labels())
                 self.render_errors[key] = f"render failed: {type(err).__name__}"
                 if old is not None:
-                    changed.append(old.keys)
+                    changed.append(old.data)
         self._parts = parts
+        self._image_sets.clear()
         if reassemble:
             self.exposition = self._assemble()
         self._release()
+
+    def _overlap(self, a: SourceData, b: SourceData) -> bool:
+        """Whether two sources' data can hold the same series: a family in both, for an image in
+        both. Sets of image keys are built only for sources that share a family, and only for
+        the render (a held set per source cost about 85 bytes per image)."""
+        if a.families.keys().isdisjoint(b.families.keys()):
+            return False
+        mine, theirs = self._images(a), self._images(b)
+        return not mine.isdisjoint(theirs)
+
+    def _images(self, data: SourceData) -> frozenset[ImageKey]:
+        images = self._image_sets.get(id(data))
+        if images is None:
+            images = self._image_sets[id(data)] = frozenset(data.keys)
+        return images
 
     def _render_source(
         self,
         key: SourceKey,
         data: SourceData,
         interval: float,
-        keys: frozenset[ImageKey],
         earlier: dict[SourceKey, _SourcePart],
     ) -> _SourcePart:
         started = self._cpu_clock()
-        overlapping = [p for p in earlier.values() if not keys.isdisjoint(p.keys)]
+        overlapping = [p for p in earlier.values() if self._overlap(data, p.data)]
         index = {image: i for i, image in enumerate(data.keys)} if overlapping else {}
         prefixes = [image_prefix(image) for image in data.keys]
-        part = _SourcePart(data, interval, keys)
+        part = _SourcePart(data, interval)
         for spec in IMAGE_METRICS:
             family = data.families.get(spec.name)
             if family is None or spec.name not in self._families:

@@ -235,6 +235,36 @@ async def test_a_refresh_that_changed_nothing_does_not_render(clock: FakeClock) 
     assert b'image_id="u7"} 2.0' in store.scrape(accept_gzip=False)
 
 
+def test_a_change_re_renders_a_later_source_on_the_same_images_only_if_they_share_a_family() -> (
+    None
+):
+    def baseline(value: float) -> SourceData:
+        return SourceData(
+            Sample("imagesec_image_baseline_risk_items", image(n), value, ("high",))
+            for n in range(20)
+        )
+
+    telemetry = Telemetry()
+    store = ExpositionStore(
+        snapshot(sas_baseline=(baseline(1.0), 900), sas_images=(inventory(range(20)), 300)),
+        telemetry,
+    )
+    # sas_baseline sorts first; sas_images has the same images but no family in common: its
+    # duplicates cannot change, so it is not rendered again.
+    changed = snapshot(sas_baseline=(baseline(2.0), 900), sas_images=(inventory(range(20)), 300))
+    store.update(changed)
+    assert (renders(telemetry, "sas_baseline"), renders(telemetry, "sas_images")) == (2, 1)
+    assert store.scrape(accept_gzip=False) == straightforward(store, changed)
+    assert not store._image_sets  # the sets of image keys are not held between renders
+    # A change in a source that shares a family with a later one does re-render that one.
+    overlapping = snapshot(
+        sas_baseline=(findings(range(0, 20, 3)), 900), sas_images=(inventory(range(20)), 300)
+    )
+    store.update(overlapping)
+    assert renders(telemetry, "sas_images") == 2
+    assert store.scrape(accept_gzip=False) == straightforward(store, overlapping)
+
+
 def test_render_failure_drops_only_that_source_and_is_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
