@@ -99,11 +99,11 @@ class Family:
     """The series of one metric family of one source, in columns (no object per series).
 
     Series ``i`` is image ``keys[image[i]]`` of the source, extra label values
-    ``extras[extra[i]]`` and value ``values[i]``: 14 bytes per series plus the shared tables.
+    ``extras[extra[i]]`` and value ``values[i]``: 13-16 bytes per series plus the shared tables.
     """
 
     image: array[int]  # 'I': index into SourceData.keys
-    extra: array[int]  # 'I': index into extras
+    extra: array[int]  # 'B', 'H' or 'I' (the narrowest for len(extras)): index into extras
     extras: tuple[tuple[str, ...], ...]
     values: array[float]  # 'd'
 
@@ -164,7 +164,17 @@ class _FamilyBuilder:
         self.values.append(value)
 
     def build(self) -> Family:
-        return Family(self.image, self.extra, tuple(self.extras), self.values)
+        """The columns, copied to their exact size (an array grows by about 1/16 ahead), the
+        extra label index in the narrowest type that holds it (a family has few label sets
+        but ``imagesec_image_info``)."""
+        extras = len(self.extras)
+        narrow = "B" if extras <= 1 << 8 else "H" if extras <= 1 << 16 else "I"
+        return Family(
+            array("I", self.image),
+            array(narrow, self.extra.tolist()),
+            tuple(self.extras),
+            array("d", self.values),
+        )
 
 
 class SourceData:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from array import array
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -134,3 +137,24 @@ def test_a_repeated_label_set_keeps_its_first_value_in_any_order() -> None:
         ("t3", "high"): 6.0,
     }
     assert data.series == 6
+
+
+def test_columns_are_exact_size_and_the_extra_index_is_as_narrow_as_it_can_be() -> None:
+    from exporter.model import ImageKey, Sample, SourceData
+
+    keys = [ImageKey("aliyun", "a", "r", "ns", "repo", f"t{i}", f"id{i}") for i in range(300)]
+    info = [("sha256:" + f"{i:064x}", "acr", "private", "", "", "r") for i in range(300)]
+    data = SourceData(
+        [Sample("imagesec_image_info", k, 1.0, extra) for k, extra in zip(keys, info)]
+        + [Sample("imagesec_image_vulnerabilities_by_severity", k, 1.0, ("high",)) for k in keys]
+    )
+    by_severity = data.families["imagesec_image_vulnerabilities_by_severity"]
+    assert by_severity.extra.typecode == "B"  # one label set: a byte per series
+    assert data.families["imagesec_image_info"].extra.typecode == "H"  # 300 label sets
+    for family in data.families.values():
+        for column in (family.image, family.extra, family.values):
+            assert column.buffer_info()[1] == len(column) == 300
+            # exact size: no room ahead left over from appending
+            assert sys.getsizeof(column) - sys.getsizeof(array(column.typecode)) == (
+                len(column) * column.itemsize
+            )
