@@ -145,7 +145,7 @@ def test_columns_are_exact_size_and_the_extra_index_is_as_narrow_as_it_can_be() 
     keys = [ImageKey("aliyun", "a", "r", "ns", "repo", f"t{i}", f"id{i}") for i in range(300)]
     info = [("sha256:" + f"{i:064x}", "acr", "private", "", "", "r") for i in range(300)]
     data = SourceData(
-        [Sample("imagesec_image_info", k, 1.0, extra) for k, extra in zip(keys, info)]
+        [Sample("imagesec_image_info", k, 1.0, extra) for k, extra in zip(keys, info, strict=True)]
         + [Sample("imagesec_image_vulnerabilities_by_severity", k, 1.0, ("high",)) for k in keys]
     )
     by_severity = data.families["imagesec_image_vulnerabilities_by_severity"]
