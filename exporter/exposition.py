@@ -38,6 +38,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import io
 import logging
 import mmap
 import os
@@ -46,6 +47,7 @@ import struct
 import threading
 import time
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -253,10 +255,33 @@ def image_prefix(image: ImageKey) -> str:
     )
 
 
+class Prefixes:
+    """The identity labels of a source's images as the text format writes them, by image
+    index: one string and the offsets of its pieces, not a string per image. A render of 25k
+    images held 25k strings of about 250 bytes for its duration while the refresh loop made
+    long-lived records beside them, and Python's allocator could not give back the arenas
+    they had shared."""
+
+    __slots__ = ("_ends", "_text")
+
+    def __init__(self, images: Iterable[ImageKey]) -> None:
+        text, ends = io.StringIO(), array("I")
+        for image in images:  # each prefix is copied in and freed at once
+            text.write(image_prefix(image))
+            ends.append(text.tell())
+        self._text, self._ends = text.getvalue(), ends
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index: int) -> str:
+        return self._text[self._ends[index - 1] if index else 0 : self._ends[index]]
+
+
 def render_family(
     name: str,
     family: Family,
-    prefixes: Sequence[str],
+    prefixes: Prefixes,
     extra_names: Sequence[str],
     dropped: frozenset[int],
     pause: Callable[[], None],
@@ -268,10 +293,13 @@ def render_family(
     ]
     writer = _ChunkWriter()
     lines: list[str] = []
+    last, prefix = -1, ""
     for image, extra, value in zip(family.image, family.extra, family.values, strict=True):
         if dropped and image in dropped:
             continue
-        lines.append(f"{name}{{{prefixes[image]}{extras[extra]}}} {_value(value)}\n")
+        if image != last:  # an image's series are mostly together
+            last, prefix = image, prefixes[image]
+        lines.append(f"{name}{{{prefix}{extras[extra]}}} {_value(value)}\n")
         if len(lines) >= BATCH:
             writer.write("".join(lines).encode())
             writer.lines += len(lines)
@@ -582,7 +610,7 @@ class ExpositionStore:
         started = self._cpu_clock()
         overlapping = [p for p in earlier.values() if self._overlap(data, p.data)]
         index = {image: i for i, image in enumerate(data.keys)} if overlapping else {}
-        prefixes = [image_prefix(image) for image in data.keys]
+        prefixes = Prefixes(data.keys)
         part = _SourcePart(data, interval)
         for spec in IMAGE_METRICS:
             family = data.families.get(spec.name)

@@ -9,6 +9,7 @@ import os
 import random
 import weakref
 import zlib
+from array import array
 from dataclasses import replace
 
 import pytest
@@ -451,3 +452,11 @@ def test_the_benchmark_counts_a_mapped_exposition_file_once() -> None:
     mapped = exposition.map_parts([b"x" * 1_000_000])  # its mapping holds a second descriptor
     assert memfd_mb(os.getpid()) - before == pytest.approx(1.0)
     del mapped
+
+
+def test_prefixes_are_one_string_with_offsets_and_read_as_each_images_labels() -> None:
+    images = [image(n) for n in range(50)] + [ODD, image(7, region="ü")]
+    prefixes = exposition.Prefixes(images)
+    assert len(prefixes) == len(images)
+    assert [prefixes[i] for i in range(len(images))] == [exposition.image_prefix(k) for k in images]
+    assert all(type(v) in (str, array) for v in (prefixes._text, prefixes._ends))
