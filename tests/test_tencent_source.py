@@ -637,3 +637,30 @@ async def test_the_detail_cache_holds_tuples_of_the_values_used(clock: FakeClock
     assert len(cached) == 2
     assert all(type(value) is DetailRow for value in cached)  # not a pydantic model per image
     assert cached[0].os_name is cached[1].os_name  # interned: one string for the fleet
+
+
+def test_detail_samples_are_folded_into_columns_as_made_not_listed(monkeypatch: Any) -> None:
+    # A pass's data (built again for every progress report) took a list of every Sample of
+    # the source, about ten per image, before folding them.
+    from exporter.clouds.tencent import source as tencent_source
+    from exporter.clouds.tencent.schemas import DetailRow
+    from exporter.model import ImageKey, ImageRef
+
+    given: list[object] = []
+
+    class Recording(SourceData):
+        def __init__(self, samples: Any = (), images: Any = (), **kwargs: Any) -> None:
+            given.append(samples)
+            super().__init__(samples, images, **kwargs)
+
+    monkeypatch.setattr(tencent_source, "SourceData", Recording)
+    detail = DetailRow("sha256:d", "centos", "amd64", 1, 0, 2, "", "", "", "", "", 0.5, 1.0, 1.0)
+    found = [
+        (ImageRef(ImageKey("tencent", "prod", REGION, "", "r", f"t{i}", f"id{i}"), f"id{i}", "m"),
+         None if i == 1 else detail)
+        for i in range(3)
+    ]  # fmt: skip
+    data = TcssImageDetailSource._data(found)
+    assert not isinstance(given[0], (list, tuple))  # a generator, consumed once
+    assert [ref.native_id for ref in data.images] == ["id0", "id2"]
+    assert {s.image.image_id for s in data.samples} == {"id0", "id2"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, get_args
 
 from exporter.clouds.aliyun.api import (
@@ -240,16 +240,19 @@ class SasMaliciousSource:
             cell = (row.level, SAS_MALWARE_STATUS[row.status])
             grid = files.setdefault(row.image_uuid, {})
             grid.setdefault(cell, set()).add((row.malicious_md5, row.file_path))
-        samples = []
-        for uuid, grid in files.items():
-            image = refs[uuid].key
-            cells = [
-                ((lvl, st), len(grid[(lvl, st)])) for lvl, st in self.CELLS if (lvl, st) in grid
-            ]
-            samples += [Sample(self.metric, image, float(n), cell) for cell, n in cells]
-            samples.append(Sample(self.total, image, float(sum(n for _, n in cells))))
+
+        def samples() -> Iterator[Sample]:  # folded into columns as they are made
+            for uuid, grid in files.items():
+                image = refs[uuid].key
+                cells = [
+                    ((lvl, st), len(grid[(lvl, st)])) for lvl, st in self.CELLS if (lvl, st) in grid
+                ]
+                for cell, n in cells:
+                    yield Sample(self.metric, image, float(n), cell)
+                yield Sample(self.total, image, float(sum(n for _, n in cells)))
+
         return SourceData(
-            samples=tuple(samples),
+            samples=samples(),
             images=tuple(refs[u] for u in files),
             truncated=rows.truncated,
         )

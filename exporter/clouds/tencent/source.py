@@ -254,13 +254,11 @@ class TcssImageDetailSource:
 
     @staticmethod
     def _data(found: list[tuple[ImageRef, DetailRow | None]]) -> SourceData:
-        samples: list[Sample] = []
-        images: list[ImageRef] = []
-        for ref, detail in found:
-            if detail is not None:
-                samples += detail_samples(detail, ref.key)
-                images.append(ref)
-        return SourceData(samples=tuple(samples), images=tuple(images))
+        kept = [(ref, detail) for ref, detail in found if detail is not None]
+        # Folded into columns as they are made: a list of every Sample (about ten per image)
+        # was most of a big pass's transient memory, made again for each progress report.
+        samples = (sample for ref, detail in kept for sample in detail_samples(detail, ref.key))
+        return SourceData(samples=samples, images=tuple(ref for ref, _ in kept))
 
     def _progress(self, found: list[tuple[ImageRef, DetailRow | None]], done: float) -> None:
         if self.on_progress is not None:
