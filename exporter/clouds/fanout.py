@@ -149,8 +149,9 @@ class DetailFanOut(Generic[V]):
     ) -> list[tuple[ImageRef, V]]:
         """Every image with its detail, in ``images`` order.
 
-        Misses are fetched concurrently, at most ``concurrency`` at a time (the client's token
-        bucket spaces them out). A failed lookup leaves its image on its last good detail (or
+        Misses are fetched by ``concurrency`` worker tasks, each taking the next image in
+        order (the client's token bucket spaces them out): not a task per image, whose frames
+        a big first pass held all at once. A failed lookup leaves its image on its last good detail (or
         out, if it never had one); once most lookups have failed, the rest are cancelled and
         the failure is raised as is. The lookups that completed stay cached either way, so
         the next attempt resumes where this one stopped.
