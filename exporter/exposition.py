@@ -257,10 +257,10 @@ def image_prefix(image: ImageKey) -> str:
 
 class Prefixes:
     """The identity labels of a source's images as the text format writes them, by image
-    index: one string and the offsets of its pieces, not a string per image. A render of 25k
-    images held 25k strings of about 250 bytes for its duration while the refresh loop made
-    long-lived records beside them, and Python's allocator could not give back the arenas
-    they had shared."""
+    index: one string and the offsets of its pieces, not a string per image. A list held 25k
+    strings of about 250 bytes (per 25k images) for the whole render, while the refresh loop
+    made long-lived records beside them: the mix that keeps Python's allocator from giving
+    its arenas back (exporter/memory.py)."""
 
     __slots__ = ("_ends", "_text")
 
