@@ -32,6 +32,7 @@ from exporter.credentials.pool import CredentialHolders
 from exporter.errors import ConfigError, ConfigProblem
 from exporter.exposition import ExpositionStore
 from exporter.landing import LandingLinks
+from exporter.memory import fix_mmap_threshold
 from exporter.metrics import metric_selection
 from exporter.refresh import Refresher, Source
 from exporter.sharding import Shard, ordinal
@@ -399,6 +400,7 @@ async def serve(
     # The HTTP threads share the GIL with the refresh loop and the render thread: a 1 ms switch
     # interval (default 5 ms) bounds how long a probe waits each time it needs the GIL back.
     sys.setswitchinterval(0.001)
+    fix_mmap_threshold()  # big transient buffers are unmapped when freed (exporter/memory.py)
     headers = {"user-agent": f"imagesec-exporter/{__version__}"}
     async with (
         Pools(http_limits(config.http), headers) as http,

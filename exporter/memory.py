@@ -32,6 +32,25 @@ import threading
 from collections.abc import Callable
 
 UNFREEZE_EVERY = 32
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+
+
+def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
+    """glibc's ``mallopt(M_MMAP_THRESHOLD, size)``: blocks of ``size`` bytes or more are mapped
+    on their own and unmapped when freed. Left dynamic, glibc raises the threshold to the
+    biggest block freed so far (up to 32 MiB), after which big transient buffers (chunks,
+    line batches, columns being built) come from its heaps and leave holes there. Two 50k
+    probes side by side (every collector, idle): 254 -> 246 MB, memory outside Python's arenas
+    65 -> 54 MB. False where there is no ``mallopt`` (musl, macOS) or it refused."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, size))
 
 
 def _malloc_trim() -> Callable[[], object]:

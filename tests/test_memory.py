@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from exporter.exposition import ExpositionStore
 from exporter.memory import Release
 from exporter.model import ImageKey, Sample, Snapshot, SourceData, SourceKey, SourceState
@@ -57,3 +60,35 @@ def test_release_never_freezes_garbage() -> None:
         assert ref() is None
     finally:
         gc.unfreeze()
+
+
+MAPPED_AFTER_A_BIG_FREE = """
+import ctypes, sys
+from exporter.memory import fix_mmap_threshold
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+big = bytearray(8 << 20)
+del big  # glibc's dynamic threshold rises to the size of a mapped block freed
+before = libc.mallinfo2().hblkhd
+block = bytearray(1 << 20)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+def test_a_fixed_mmap_threshold_keeps_big_blocks_out_of_the_heap_after_a_big_free() -> None:
+    def mapped(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", MAPPED_AFTER_A_BIG_FREE, mode],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        return int(run.stdout)
+
+    assert mapped("dynamic") == 0  # from glibc's heap, where its free leaves a hole
+    assert mapped("fixed") >= 1 << 20  # mapped on its own, unmapped when freed
