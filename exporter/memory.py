@@ -18,7 +18,7 @@ Measured at 50k images (bench/fleet_bench.py, README "Performance"):
 - Objects under 512 bytes come from Python's own allocator, in arenas of 1 MiB that go back
   to the system only when every object in them is freed (``malloc_trim`` cannot reach them).
   Idle at 50k images with every collector (``sys._debugmallocstats``): 84 MB of objects in
-  166 arenas, 89 MB of them free but scattered, left by the first pass, whose long-lived
+  147 arenas, 63 MB of them free but scattered, left by the first pass, whose long-lived
   records were made among its transient objects. So the code keeps big transients out of
   small objects (a task per lookup, a list of every Sample, a string per image prefix).
 """
