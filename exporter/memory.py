@@ -36,33 +36,32 @@ MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc malloc.h
 
 
+def _libc(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """A glibc function returning an int, or None where there is none (musl, macOS)."""
+    try:
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
 def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     """glibc's ``mallopt(M_MMAP_THRESHOLD, size)``: blocks of ``size`` bytes or more are mapped
     on their own and unmapped when freed. Left dynamic, glibc raises the threshold to the
     biggest block freed so far (up to 32 MiB), after which big transient buffers (chunks,
     line batches, columns being built) come from its heaps and leave holes there. Two 50k
     probes side by side (every collector, idle): 254 -> 246 MB, memory outside Python's arenas
-    65 -> 54 MB. False where there is no ``mallopt`` (musl, macOS) or it refused."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, size))
+    65 -> 54 MB. False where there is no ``mallopt`` or it refused."""
+    mallopt = _libc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, size))
 
 
 def _malloc_trim() -> Callable[[], object]:
-    """glibc's ``malloc_trim(0)``, or a no-op where there is none (musl, macOS)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
+    """glibc's ``malloc_trim(0)``, or a no-op where there is none."""
+    trim = _libc("malloc_trim", ctypes.c_size_t)
+    return (lambda: None) if trim is None else (lambda: trim(0))
 
 
 class Release:

@@ -151,9 +151,9 @@ class DetailFanOut(Generic[V]):
 
         Misses are fetched by ``concurrency`` worker tasks, each taking the next image in
         order (the client's token bucket spaces them out): not a task per image, whose frames
-        a big first pass held all at once. A failed lookup leaves its image on its last good detail (or
-        out, if it never had one); once most lookups have failed, the rest are cancelled and
-        the failure is raised as is. The lookups that completed stay cached either way, so
+        a big first pass held all at once. A failed lookup leaves its image on its last good
+        detail (or out, if it never had one); once most lookups have failed, the rest are
+        cancelled and the failure is raised as is. The lookups that completed stay cached either way, so
         the next attempt resumes where this one stopped.
 
         ``progress``, if given, gets what the pass has so far while lookups complete, at most

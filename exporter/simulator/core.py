@@ -190,11 +190,8 @@ class NonceCache:
         """Record ``key``; False if it was already used within the TTL."""
         with self._lock:
             seen = self._seen
-            while seen:
-                oldest, used = next(iter(seen.items()))
-                if now - used < self.ttl:
-                    break
-                del seen[oldest]
+            while seen and now - next(iter(seen.values())) >= self.ttl:
+                seen.popitem(last=False)
             if key in seen and now - seen[key] < self.ttl:
                 return False
             seen[key] = now
