@@ -483,7 +483,10 @@ class WebServer:
             return "; ".join(map(str, err.details))
         if self._context is not None and config.ssl_context is not None:
             self._context.current = config.ssl_context
-        self._live = new
+        # What was on disk before the read, not after: a file rewritten while it was read is
+        # loaded again on the next look. New files (another cert path) are looked at afresh.
+        same_files = config.files == live.config.files
+        self._live = _Live(new.config, new.auth, new.bucket, seen if same_files else ())
         self.reload_status.record("web_config", True)
         log.info("web config reloaded", extra={"users": len(config.users), "tls": config.tls})
         return None

@@ -485,3 +485,29 @@ def test_head_of_metrics_has_the_length_and_no_body() -> None:
         assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head
         assert rest.startswith(b"HTTP/1.1 200")  # no body after HEAD: the next response follows
         assert rest.endswith(b"Healthy\n")
+
+
+async def test_a_web_config_rewritten_while_it_is_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter import web
+
+    path = web_yml(tmp_path, f"basic_auth_users:\n  prom: '{hashed(b'old')}'\n")
+    server = WebServer(
+        make_store(), "127.0.0.1:0", web_config=load_web_config(path), web_config_file=path
+    )
+    path.write_text(f"basic_auth_users:\n  prom: '{hashed(b'new')}'\n")
+    load = web.load_web_config
+
+    def load_then_rewrite(file: Path) -> object:
+        config = load(file)  # read 'new'; then the file changes before the reload ends
+        path.write_text("basic_auth_users:\n  prom: plaintext\n  other: plaintext\n")
+        return config
+
+    monkeypatch.setattr(web, "load_web_config", load_then_rewrite)
+    assert await server.reload_web_config(only_if_changed=True) is None
+    assert server.reload_status.ok.get("web_config") is True
+    monkeypatch.setattr(web, "load_web_config", load)
+    # The next look sees the rewritten (broken) file: it was not taken as already read.
+    assert await server.reload_web_config(only_if_changed=True) is not None
+    assert server.reload_status.ok.get("web_config") is False
