@@ -69,6 +69,9 @@ class HostileCloud:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> str:
+        # Built before serving, off the loop: compressing 256 MB takes ~1 s, which inside an
+        # answer stalled the shared event loop past the healthy accounts' 1 s deadlines.
+        await asyncio.to_thread(gzip_bomb)
         self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"

@@ -36,7 +36,7 @@ from exporter.sources import Pools, build_sources, http_limits
 from exporter.telemetry import Telemetry
 from exporter.web import ExpositionStore, landing_page
 from tests.conftest import fleet_now, require_tool
-from tests.hostile import HostileCloud
+from tests.hostile import HostileCloud, gzip_bomb
 
 ENV = {
     "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ALIYUN_ACCESS_KEY_ID,
@@ -430,3 +430,15 @@ async def test_a_connection_error_names_its_host_and_cause(
     assert failed.__dict__["provider"] == "tencent" and failed.__dict__["account"] == "gone"
     assert failed.__dict__["action"] == "DescribeAssetImageList"
     assert failed.__dict__["code"] == "connect"
+
+
+async def test_the_hostile_cloud_builds_its_gzip_bomb_before_it_serves() -> None:
+    """Compressing the bomb takes ~1 s; done inside an answer it stalled the event loop the
+    healthy accounts share past their 1 s deadlines (the chaos test failed ~1 run in 4)."""
+    gzip_bomb.cache_clear()
+    hostile = HostileCloud()
+    await hostile.start()
+    try:
+        assert gzip_bomb.cache_info().currsize == 1
+    finally:
+        await hostile.stop()
