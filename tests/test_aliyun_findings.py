@@ -637,6 +637,38 @@ async def test_fan_out_holds_a_task_per_concurrent_lookup_not_per_image(clock: F
     assert tasks - before <= 3
 
 
+async def test_the_detail_cache_holds_no_key_or_result_object_per_image(clock: FakeClock) -> None:
+    # Each entry held an (id, marker) key tuple beside the ref's own strings, and a tuple of
+    # counts of its own: about 120 bytes more per image and per-image collector.
+    import gc
+    import tracemalloc
+
+    def same(params: dict[str, str], request: httpx.Request) -> httpx.Response:
+        return ok(paged("BaselineResult", [baseline_row("identification", 1, 2, 3)]))
+
+    telemetry = Telemetry()
+    source = baseline_source(make_client(Sas(**{BASELINE: same}), telemetry, clock), telemetry)
+    refs = inventory(*(image(i) for i in range(500)))
+    await source.refresh(inventory(image(10**6)))  # the client, its pool, the counters
+    gc.collect()
+    tracemalloc.start()
+    try:
+        data = await source.refresh(refs)
+        del data
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    # What the exporter's code still holds (the fake cloud keeps a log of its requests).
+    held = sum(
+        stat.size
+        for stat in snapshot.statistics("filename")
+        if "/exporter/" in stat.traceback[0].filename
+    )
+    assert len(source.details.cache) == 500
+    assert held / 500 < 150, held / 500  # bytes an image; measured 206 before, 88 after
+
+
 async def test_fan_out_is_rate_limited_by_the_clients_token_bucket(clock: FakeClock) -> None:
     telemetry = Telemetry()
     client = make_client(Sas(**{BASELINE: baseline_answer}), telemetry, clock)

@@ -1,4 +1,4 @@
-"""Per-image detail calls: cached by image identity and scan marker, run concurrently, bounded."""
+"""Per-image detail calls: cached by image identity and version, run concurrently, bounded."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ change a detail without the inventory's scan marker moving."""
 
 class _Entry(NamedTuple, Generic[V]):
     """What the fan-out keeps of one image: its last good detail and, if that detail may be
-    reused, the key it was fetched under. One tuple per image, in one dict: the cache and the
+    reused, the version it was fetched at. One tuple per image, in one dict: the cache and the
     fallback of a failed lookup are the same entry (no TTLCache links and size table beside a
     second dict)."""
 
-    key: Hashable | None  # None: not cacheable (only a fallback for a failed lookup)
+    version: Hashable | None  # None: not cacheable (only a fallback for a failed lookup)
     value: V
     fetched: float  # timer() when fetched
     stage: str  # the image's stage when fetched
@@ -57,12 +57,13 @@ def first_source_error(group: BaseExceptionGroup[BaseException]) -> SourceError 
 
 
 class DetailFanOut(Generic[V]):
-    """Looks up one detail per image, calling the API only for images whose key is not cached.
+    """Looks up one detail per image, calling the API only for images whose version is not
+    cached.
 
-    The cache belongs to one source and is only touched from its refresh task. Keys are what
-    identifies an image's result (its native id and scan marker, plus anything else the
-    detail depends on), so a steady-state refresh makes no calls and a rescan of N images
-    costs N lookups. Entries of images that left the inventory are dropped after every
+    The cache belongs to one source and is only touched from its refresh task. An image's
+    entry is keyed by its native id and holds the version its detail was fetched at (the
+    scan marker, plus anything else the detail depends on), so a steady-state refresh makes
+    no calls and a rescan of N images costs N lookups. Entries of images that left the inventory are dropped after every
     complete pass.
 
     Hits and misses are counted in ``imagesec_detail_cache_requests{result="hit"|"miss"}``.
@@ -114,40 +115,47 @@ class DetailFanOut(Generic[V]):
         telemetry.declare(FAILURE_METRIC, self._labels)
 
     def _fresh(self, entry: _Entry[V], now: float) -> bool:
-        return entry.key is not None and now - entry.fetched < self._ttl
+        return entry.version is not None and now - entry.fetched < self._ttl
 
     @property
-    def cache(self) -> Mapping[Hashable, V]:
-        """The details that may be reused, by key (a copy: for tests and tools)."""
+    def cache(self) -> Mapping[tuple[str, Hashable], V]:
+        """The details that may be reused, by (native id, version) (a copy: for tests and
+        tools)."""
         now = self._timer()
-        return {e.key: e.value for e in self._entries.values() if self._fresh(e, now)}
+        return {(n, e.version): e.value for n, e in self._entries.items() if self._fresh(e, now)}
 
     @property
     def last_good(self) -> Mapping[str, V]:
         """Each image's last good detail, by native id (a copy: for tests and tools)."""
         return {native_id: e.value for native_id, e in self._entries.items()}
 
-    def _cached(self, k: Hashable, ref: ImageRef, now: float) -> V:
-        """The cached value of ``k``; KeyError if never fetched, expired, or its stage moved."""
+    def _cached(self, version: Hashable, ref: ImageRef, now: float) -> V:
+        """The cached value of ``ref`` at ``version``; KeyError if never fetched at that
+        version, expired, or its stage moved."""
         entry = self._entries.get(ref.native_id)
-        if entry is None or entry.key != k or not self._fresh(entry, now):
-            raise KeyError(k)
+        if entry is None or entry.version != version or not self._fresh(entry, now):
+            raise KeyError(ref.native_id)
         if (
             self._stage_floor is not None
             and entry.stage != ref.stage
             and now - entry.fetched >= self._stage_floor
         ):
-            raise KeyError(k)
+            raise KeyError(ref.native_id)
         return entry.value
 
     async def run(
         self,
         images: Sequence[ImageRef],
-        key: Callable[[ImageRef], Hashable],
+        version: Callable[[ImageRef], Hashable],
         fetch: Callable[[ImageRef], Awaitable[V]],
         progress: Progress[V] | None = None,
     ) -> list[tuple[ImageRef, V]]:
         """Every image with its detail, in ``images`` order.
+
+        An image is its ``native_id``; ``version(ref)`` is what its detail depends on besides
+        (the scan marker, and anything else): a cached detail is reused while its version is
+        the image's current one. Returning an object the ref already holds (``ref.scan_marker``)
+        keeps a pass from making, and the cache from holding, a key object per image.
 
         Misses are fetched by ``concurrency`` worker tasks, each taking the next image in
         order (the client's token bucket spaces them out): not a task per image, whose frames
@@ -161,15 +169,16 @@ class DetailFanOut(Generic[V]):
         more if the pass is cancelled (a timeout), so a long first pass shows its images as
         they arrive.
         """
-        wanted = {key(ref): ref for ref in images}
-        results: dict[Hashable, V] = {}
+        wanted = {ref.native_id: ref for ref in images}
+        results: dict[str, V] = {}
         missing: list[tuple[Hashable, ImageRef]] = []
         now = self._timer()
-        for k, ref in wanted.items():
+        for native_id, ref in wanted.items():
+            current = version(ref)
             try:
-                results[k] = self._cached(k, ref, now)
+                results[native_id] = self._cached(current, ref, now)
             except KeyError:  # never fetched, expired, or a running scan moved on
-                missing.append((k, ref))
+                missing.append((current, ref))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "hit"), len(results))
         self._telemetry.inc(CACHE_METRIC, (*self._labels, "miss"), len(missing))
         failures = 0
@@ -185,10 +194,10 @@ class DetailFanOut(Generic[V]):
             last_report = self._timer()
             reported = fetched
             assert progress is not None
-            found = [(ref, results[k]) for k, ref in wanted.items() if k in results]
+            found = [(ref, results[n]) for n, ref in wanted.items() if n in results]
             progress(found, len(results) / len(wanted) if wanted else 1.0)
 
-        async def one(k: Hashable, ref: ImageRef) -> None:
+        async def one(current: Hashable, ref: ImageRef) -> None:
             nonlocal failures, fatal, fetched
             try:
                 value = await fetch(ref)
@@ -210,9 +219,9 @@ class DetailFanOut(Generic[V]):
                 return
             cacheable = self._cacheable is None or self._cacheable(value)
             self._entries[ref.native_id] = _Entry(
-                k if cacheable else None, value, self._timer(), ref.stage
+                current if cacheable else None, value, self._timer(), ref.stage
             )
-            results[k] = value
+            results[ref.native_id] = value
             fetched += 1
             if (
                 progress is not None
@@ -224,10 +233,10 @@ class DetailFanOut(Generic[V]):
         queue = iter(missing)
 
         async def worker() -> None:
-            for k, ref in queue:  # shared: each lookup is taken by one worker, in order
+            for current, ref in queue:  # shared: each lookup is taken by one worker, in order
                 if fatal is not None:  # the pass was given up; the group cancels the rest
                     return
-                await one(k, ref)
+                await one(current, ref)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -244,17 +253,16 @@ class DetailFanOut(Generic[V]):
             raise
         finally:
             self.failed = failures
-        listed = {ref.native_id for ref in images}
         for native_id, entry in list(self._entries.items()):
-            if native_id not in listed:
+            listed = wanted.get(native_id)
+            if listed is None:
                 del self._entries[native_id]
-            elif entry.key is not None and entry.key not in wanted:  # an older scan's detail
-                self._entries[native_id] = entry._replace(key=None)
+            elif entry.version is not None and entry.version != version(listed):  # older scan
+                self._entries[native_id] = entry._replace(version=None)
         found: list[tuple[ImageRef, V]] = []
         for ref in images:
-            k = key(ref)
-            if k in results:
-                found.append((ref, results[k]))
+            if ref.native_id in results:
+                found.append((ref, results[ref.native_id]))
             elif (kept := self._entries.get(ref.native_id)) is not None:
                 found.append((ref, kept.value))
         return found

@@ -46,6 +46,10 @@ Counts = tuple[int, ...]
 small tuple an image in the cache: ints, not (label, count) pairs)."""
 
 
+SHARED_COUNTS_MAX = 4096
+"""Distinct per-image results a collector shares (see ``_PerImageSource._shared``)."""
+
+
 def _images(upstream: SourceData | None) -> tuple[ImageRef, ...]:
     return upstream.images if upstream is not None else ()
 
@@ -83,14 +87,24 @@ class _PerImageSource:
             timer=timer,
             publish_every=publish_every,
         )
+        # One tuple per distinct result, shared by the images that have it (most images of a
+        # fleet repeat a few count patterns); bounded, past which results are kept as made.
+        self._shared: dict[Counts, Counts] = {}
         client.declare(self.action)
 
-    def cache_key(self, ref: ImageRef) -> Hashable:
-        """The image's id and scan marker (finished scan time and counts, not the stage)."""
-        return (ref.native_id, ref.scan_marker)
+    def version(self, ref: ImageRef) -> Hashable:
+        """What a cached lookup depends on: the scan marker (finished scan time and counts, not
+        the stage). The ref's own string: no key object per image and pass."""
+        return ref.scan_marker
 
     async def lookup(self, ref: ImageRef) -> Counts:
         raise NotImplementedError
+
+    async def _lookup(self, ref: ImageRef) -> Counts:
+        counts = await self.lookup(ref)
+        if len(self._shared) < SHARED_COUNTS_MAX:
+            return self._shared.setdefault(counts, counts)
+        return self._shared.get(counts, counts)
 
     def _data(self, found: list[tuple[ImageRef, Counts]]) -> SourceData:
         labels = [(label,) for label in self.labels]
@@ -107,7 +121,7 @@ class _PerImageSource:
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         found = await self.details.run(
-            _images(upstream), self.cache_key, self.lookup, self._progress
+            _images(upstream), self.version, self._lookup, self._progress
         )
         return self._data(found)
 
@@ -162,8 +176,8 @@ class SasVulnerabilitiesSource(_PerImageSource):
     def counter(self) -> VulnerabilityCounter:
         return VulnerabilityCounter(self.client)
 
-    def cache_key(self, ref: ImageRef) -> Hashable:
-        return (ref.native_id, ref.scan_marker, ref.vulnerabilities)
+    def version(self, ref: ImageRef) -> Hashable:
+        return (ref.scan_marker, ref.vulnerabilities)
 
     async def lookup(self, ref: ImageRef) -> Counts:
         counts = await self.counter.count(

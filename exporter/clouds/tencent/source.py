@@ -269,7 +269,7 @@ class TcssImageDetailSource:
             raise SourceError(
                 "no image inventory yet", provider=PROVIDER, code="upstream_unavailable"
             )
-        found = await self.details.run(upstream.images, _cache_key, self._fetch, self._progress)
+        found = await self.details.run(upstream.images, _version, self._fetch, self._progress)
         return self._data(found)
 
     async def _fetch(self, ref: ImageRef) -> DetailRow | None:
@@ -286,8 +286,8 @@ class TcssImageDetailSource:
         return None
 
 
-def _cache_key(ref: ImageRef) -> Hashable:
-    return (ref.native_id, ref.scan_marker)
+def _version(ref: ImageRef) -> Hashable:
+    return ref.scan_marker
 
 
 def _found(detail: DetailRow | None) -> bool:
