@@ -146,6 +146,8 @@ class Refresher:
         except Exception as err:  # a bug must not stop the loop or the other sources
             log.exception("refresh crashed", extra=source.key.log_fields())
             code, message = "internal", f"internal error: {type(err).__name__}"
+        # The pass's last progress report holds everything it found: not kept past the pass.
+        self._partial.pop(source.key, None)
         duration = self._monotonic() - started
         if code:
             log.warning(

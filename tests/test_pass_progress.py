@@ -105,6 +105,27 @@ async def test_a_first_pass_publishes_images_as_they_arrive(clock: FakeClock) ->
     assert final.up and final.data is not None and len(final.data.images) == 10
 
 
+async def test_a_finished_pass_lets_go_of_its_progress_reports(clock: FakeClock) -> None:
+    # The last report (a closure over all the pass had found: 25k (image, detail) pairs per
+    # collector at 50k images) was held until the source's next refresh began.
+    import gc
+    import weakref
+
+    source, refresher, _ = one_second_lookups(clock, 3.0, 10)
+    report = source.on_progress
+    assert report is not None
+    reports: list[weakref.ref[Any]] = []
+
+    def keep(partial: Any) -> None:
+        reports.append(weakref.ref(partial))
+        report(partial)
+
+    source.on_progress = keep
+    await refresher.run_once()
+    gc.collect()
+    assert len(reports) == 3 and all(r() is None for r in reports)
+
+
 async def test_a_big_pass_reports_progress_at_most_twenty_times(clock: FakeClock) -> None:
     # Each report re-renders all the pass has found: reporting after every lookup (the time
     # cadence alone, here 0 s) would make a first pass's rendering quadratic in its images.
