@@ -63,8 +63,8 @@ class DetailFanOut(Generic[V]):
     The cache belongs to one source and is only touched from its refresh task. An image's
     entry is keyed by its native id and holds the version its detail was fetched at (the
     scan marker, plus anything else the detail depends on), so a steady-state refresh makes
-    no calls and a rescan of N images costs N lookups. Entries of images that left the inventory are dropped after every
-    complete pass.
+    no calls and a rescan of N images costs N lookups. Entries of images that left the
+    inventory are dropped after every complete pass.
 
     Hits and misses are counted in ``imagesec_detail_cache_requests{result="hit"|"miss"}``.
 
@@ -152,10 +152,10 @@ class DetailFanOut(Generic[V]):
     ) -> list[tuple[ImageRef, V]]:
         """Every image with its detail, in ``images`` order.
 
-        An image is its ``native_id``; ``version(ref)`` is what its detail depends on besides
-        (the scan marker, and anything else): a cached detail is reused while its version is
-        the image's current one. Returning an object the ref already holds (``ref.scan_marker``)
-        keeps a pass from making, and the cache from holding, a key object per image.
+        An image is its ``native_id``; ``version(ref)`` is what else its detail depends on
+        (the scan marker, ...): a cached detail is reused while its version is the image's
+        current one. A version the ref already holds (``ref.scan_marker``) keeps a pass from
+        making, and the cache from holding, a key object per image.
 
         Misses are fetched by ``concurrency`` worker tasks, each taking the next image in
         order (the client's token bucket spaces them out): not a task per image, whose frames
