@@ -161,8 +161,8 @@ class DetailFanOut(Generic[V]):
         order (the client's token bucket spaces them out): not a task per image, whose frames
         a big first pass held all at once. A failed lookup leaves its image on its last good
         detail (or out, if it never had one); once most lookups have failed, the rest are
-        cancelled and the failure is raised as is. The lookups that completed stay cached either way, so
-        the next attempt resumes where this one stopped.
+        cancelled and the failure is raised as is. The lookups that completed stay cached
+        either way, so the next attempt resumes where this one stopped.
 
         ``progress``, if given, gets what the pass has so far while lookups complete, at most
         every ``publish_every`` seconds and every ``1/PROGRESS_STEPS`` of the lookups, and once
