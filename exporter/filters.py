@@ -67,6 +67,8 @@ class ImageFilter:
 
         ``rank=False`` leaves out ``newest_tags`` (for lists without creation times).
         """
+        if self.keeps_all(len(rows)):  # no object per row for a walk nothing can drop
+            return list(rows), tuple((r, 0) for r in SKIP_REASONS)
         skipped: Counter[str] = Counter()
         kept: list[tuple[T, Listed]] = []
         for row in rows:
@@ -93,6 +95,15 @@ class ImageFilter:
             kept = [item for item in kept if id(item[0]) in chosen]
         return [row for row, _ in kept], tuple((r, skipped[r]) for r in SKIP_REASONS)
 
+    def keeps_all(self, rows: int) -> bool:
+        """Whether these filters keep every one of ``rows`` listed images whatever they are."""
+        return (
+            not self._repo
+            and not self._tag
+            and self.newest_tags is None
+            and (self.max_images is None or rows <= self.max_images)
+        )
+
     def allows(self, namespace: str, repo: str, tag: str) -> bool:
         """Whether the repo and tag patterns keep an image (rows outside an inventory)."""
         return self._repo.allows(repo_path(namespace, repo)) and self._tag.allows(tag)
@@ -108,6 +119,9 @@ class _Patterns:
     def __init__(self, include: Sequence[str], exclude: Sequence[str]) -> None:
         self._include = [re.compile(p) for p in include]
         self._exclude = [re.compile(p) for p in exclude]
+
+    def __bool__(self) -> bool:
+        return bool(self._include or self._exclude)
 
     def allows(self, value: str) -> bool:
         if self._include and not any(p.fullmatch(value) for p in self._include):

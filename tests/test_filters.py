@@ -85,6 +85,30 @@ def account(**images: Any) -> dict[str, Any]:
     return {"name": "prod", "provider": "aliyun", "regions": [SITE], "images": images}
 
 
+def test_filters_that_can_drop_nothing_read_no_row() -> None:
+    # A walk of 25k images made a Listed, a pair and a "namespace/repo" string per image to
+    # keep them all: a third of a walk's short-lived objects with no filter configured.
+    rows = [item("shop", f"r{i}", "1") for i in range(5)]
+    read: list[Listed] = []
+
+    def describe(row: Listed) -> Listed:
+        read.append(row)
+        return row
+
+    for unfiltered in (ImageFilter(), ImageFilter(max_images=5)):
+        assert unfiltered.apply(rows, describe) == (rows, tuple((r, 0) for r in SKIP_REASONS))
+    assert read == []
+    for filtering in (
+        ImageFilter(max_images=4),
+        ImageFilter(newest_tags=1),
+        ImageFilter(repo_exclude=["shop/r0"]),
+        ImageFilter(tag_include=["1"]),
+    ):
+        read.clear()
+        filtering.apply(rows, describe)
+        assert read == rows
+
+
 def test_filter_config_is_validated_and_bounded_by_default() -> None:
     config = parse_config({"accounts": [account(repo_include=["shop/.*"], newest_tags=3)]})
     assert config.accounts[0].images.newest_tags == 3
