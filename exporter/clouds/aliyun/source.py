@@ -109,21 +109,44 @@ class SasImagesSource:
         self.depends_on: SourceKey | None = None
         self.client = client
         self.filters = filters
+        self._last: tuple[ImageRef, ...] = ()  # the last walk's images
         client.declare("DescribeImageInstances")
+
+    def _ref(self, row: ImageInstanceRow, last: dict[str, ImageRef]) -> ImageRef:
+        """The row's image: the last walk's object when nothing of it changed."""
+        marker, stage = scan_marker(row), row.sca_status or ""
+        old = last.get(row.uuid)
+        if (
+            old is not None
+            and old.scan_marker == marker
+            and old.stage == stage
+            and old.vulnerabilities == row.vul_count
+            and (old.key.repo_namespace, old.key.repo, old.key.tag)
+            == (row.repo_namespace, row.repo_name, row.tag)
+        ):
+            return old
+        key = image_key(row, self.key.account, self.key.region)
+        return ImageRef(key, key.image_id, marker, row.vul_count, stage)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         walked = await describe_image_instances(self.client)
         rows, skipped = self.filters.apply(walked, listed)
-        keyed = [(row, image_key(row, self.key.account, self.key.region)) for row in rows]
-        images = tuple(
-            ImageRef(key, key.image_id, scan_marker(row), row.vul_count, row.sca_status or "")
-            for row, key in keyed
-        )
+        # An unchanged image keeps its key and ref: a walk of an unchanged fleet makes no
+        # object per image that outlives it (they were made anew and dropped on every walk).
+        last = {ref.native_id: ref for ref in self._last}
+        images = tuple(self._ref(row, last) for row in rows)
+        del last
         # Samples are folded into columns as they are made (a generator, not a list of them)
-        samples = (sample for row, key in keyed for sample in instance_samples(row, key))
-        return SourceData(
+        samples = (
+            sample
+            for row, ref in zip(rows, images, strict=True)
+            for sample in instance_samples(row, ref.key)
+        )
+        data = SourceData(
             samples=samples,
             images=images,
             skipped=skipped,
             truncated=walked.truncated,
         )
+        self._last = images
+        return data

@@ -179,32 +179,53 @@ class TcssImagesSource:
         self.depends_on: SourceKey | None = None
         self.client = client
         self.filters = filters
+        self._last: tuple[ImageRef, ...] = ()  # the last walk's images
         client.declare(LIST_ACTION)
+
+    def _ref(self, row: ImagesInfoRow, last: dict[str, ImageRef]) -> ImageRef:
+        """The row's image: the last walk's object when nothing of it changed."""
+        marker, stage = scan_marker(row), row.scan_status or ""
+        old = last.get(row.image_id)  # the walk is de-duplicated by ImageID
+        if (
+            old is not None
+            and old.scan_marker == marker
+            and old.stage == stage
+            and old.vulnerabilities == row.vul_cnt
+            and (old.key.repo_namespace, old.key.repo, old.key.tag)
+            == split_image_name(row.image_name)
+        ):
+            return old
+        key = image_key(row.image_name, row.image_id, self.key.account, self.key.region)
+        return ImageRef(key, key.image_id, marker, row.vul_cnt, stage)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
         walked = await describe_asset_image_list(self.client)
-        keyed = [
-            (image_key(row.image_name, row.image_id, self.key.account, self.key.region), row)
-            for row in walked
-        ]
+        # An unchanged image keeps its key and ref: a walk of an unchanged fleet makes no
+        # object per image that outlives it (they were made anew and dropped on every walk).
+        last = {ref.native_id: ref for ref in self._last}
+        refs = [(self._ref(row, last), row) for row in walked]
+        del last
         kept, skipped = self.filters.apply(
-            keyed,
-            lambda kr: Listed(
-                kr[0].repo_namespace, kr[0].repo, kr[0].tag, kr[1].create_time, kr[0].image_id
+            refs,
+            lambda rr: Listed(
+                rr[0].key.repo_namespace,
+                rr[0].key.repo,
+                rr[0].key.tag,
+                rr[1].create_time,
+                rr[0].native_id,
             ),
         )
-        images = tuple(
-            ImageRef(key, key.image_id, scan_marker(row), row.vul_cnt, row.scan_status or "")
-            for key, row in kept
-        )
+        images = tuple(ref for ref, _ in kept)
         # Samples are folded into columns as they are made (a generator, not a list of them)
-        samples = (sample for key, row in kept for sample in list_samples(row, key))
-        return SourceData(
+        samples = (sample for ref, row in kept for sample in list_samples(row, ref.key))
+        data = SourceData(
             samples=samples,
             images=images,
             skipped=skipped,
             truncated=walked.truncated,
         )
+        self._last = images
+        return data
 
 
 class TcssImageDetailSource:
