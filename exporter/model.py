@@ -93,6 +93,18 @@ class ImageRef:
     vulnerabilities: int | None = None
     stage: str = ""
 
+    def unchanged(
+        self, path: tuple[str, str, str], scan_marker: str, vulnerabilities: int | None, stage: str
+    ) -> bool:
+        """Whether the image, listed again with this (namespace, repo, tag) ``path``, marker,
+        total and stage, is still what this ref says (an inventory then reuses the ref)."""
+        return (
+            self.scan_marker == scan_marker
+            and self.stage == stage
+            and self.vulnerabilities == vulnerabilities
+            and (self.key.repo_namespace, self.key.repo, self.key.tag) == path
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Family:

@@ -116,14 +116,8 @@ class SasImagesSource:
         """The row's image: the last walk's object when nothing of it changed."""
         marker, stage = scan_marker(row), row.sca_status or ""
         old = last.get(row.uuid)
-        if (
-            old is not None
-            and old.scan_marker == marker
-            and old.stage == stage
-            and old.vulnerabilities == row.vul_count
-            and (old.key.repo_namespace, old.key.repo, old.key.tag)
-            == (row.repo_namespace, row.repo_name, row.tag)
-        ):
+        path = (row.repo_namespace, row.repo_name, row.tag)
+        if old is not None and old.unchanged(path, marker, row.vul_count, stage):
             return old
         key = image_key(row, self.key.account, self.key.region)
         return ImageRef(key, key.image_id, marker, row.vul_count, stage)

@@ -186,14 +186,8 @@ class TcssImagesSource:
         """The row's image: the last walk's object when nothing of it changed."""
         marker, stage = scan_marker(row), row.scan_status or ""
         old = last.get(row.image_id)  # the walk is de-duplicated by ImageID
-        if (
-            old is not None
-            and old.scan_marker == marker
-            and old.stage == stage
-            and old.vulnerabilities == row.vul_cnt
-            and (old.key.repo_namespace, old.key.repo, old.key.tag)
-            == split_image_name(row.image_name)
-        ):
+        path = split_image_name(row.image_name)
+        if old is not None and old.unchanged(path, marker, row.vul_cnt, stage):
             return old
         key = image_key(row.image_name, row.image_id, self.key.account, self.key.region)
         return ImageRef(key, key.image_id, marker, row.vul_cnt, stage)
