@@ -18,9 +18,11 @@ Measured at 50k images (bench/fleet_bench.py, README "Performance"):
 - Objects under 512 bytes come from Python's own allocator, in arenas of 1 MiB that go back
   to the system only when every object in them is freed (``malloc_trim`` cannot reach them).
   Idle at 50k images with every collector (``sys._debugmallocstats``): 84 MB of objects in
-  147 arenas, 63 MB of them free but scattered, left by the first pass, whose long-lived
-  records were made among its transient objects. So the code keeps big transients out of
-  small objects (a task per lookup, a list of every Sample, a string per image prefix).
+  147 arenas, 63 MB of them free but scattered. With no walk after the first pass, 99
+  arenas: the walks every cycle had made every image's key and ref anew while long-lived
+  objects took the slots between them. So the code keeps big transients out of small objects
+  (a task per lookup, a list of every Sample, a string per image prefix) and makes none per
+  unchanged image on a walk (inventories reuse the last walk's refs).
 """
 
 from __future__ import annotations
