@@ -311,6 +311,27 @@ def render_family(
     return writer.close()
 
 
+class _Overlaps:
+    """Whether two sources' data can hold the same series: a family in both, for an image in
+    both. Sets of image keys are built only for sources that share a family, and only for one
+    render (made per render, dropped with it: a held set per source cost about 85 bytes per
+    image). Keyed by ``id``: the data compared are alive for the render."""
+
+    def __init__(self) -> None:
+        self._sets: dict[int, frozenset[ImageKey]] = {}
+
+    def __call__(self, a: SourceData, b: SourceData) -> bool:
+        if a.families.keys().isdisjoint(b.families.keys()):
+            return False
+        return not self._images(a).isdisjoint(self._images(b))
+
+    def _images(self, data: SourceData) -> frozenset[ImageKey]:
+        images = self._sets.get(id(data))
+        if images is None:
+            images = self._sets[id(data)] = frozenset(data.keys)
+        return images
+
+
 @dataclass(slots=True)
 class _SourcePart:
     """The rendered part of one source: the data it was rendered from and a chunk per family."""
@@ -515,7 +536,6 @@ class ExpositionStore:
         self._selected = _Selected(self.health, self._families)
         self._sources_text: tuple[Snapshot, bytes] | None = None
         self._parts: dict[SourceKey, _SourcePart] = {}
-        self._image_sets: dict[int, frozenset[ImageKey]] = {}  # during a render only
         self._headers: dict[tuple[str, str], Chunk] = {}
         self._unmapped = False
         self.render_errors: dict[SourceKey, str] = {}
@@ -546,7 +566,7 @@ class ExpositionStore:
         have changed).
         """
         self._declare(snapshot)
-        self._image_sets.clear()  # built in this render only (ids of live data)
+        overlap = _Overlaps()
         changed = [p.data for k, p in self._parts.items() if k not in snapshot.sources]
         reassemble = bool(changed)
         parts: dict[SourceKey, _SourcePart] = {}
@@ -559,7 +579,7 @@ class ExpositionStore:
                     reassemble = True
                 continue
             same = old is not None and old.data == state.data
-            if old is not None and same and not any(self._overlap(old.data, d) for d in changed):
+            if old is not None and same and not any(overlap(old.data, d) for d in changed):
                 if old.interval != state.interval:  # only the HELP text changes
                     old = _SourcePart(old.data, state.interval, old.chunks)
                     reassemble = True
@@ -571,7 +591,7 @@ class ExpositionStore:
                     changed.append(old.data)
             reassemble = True
             try:
-                parts[key] = self._render_source(key, state.data, state.interval, parts)
+                parts[key] = self._render_source(key, state.data, state.interval, parts, overlap)
                 self.render_errors.pop(key, None)
             except Exception as err:  # drop only this source's part; loud, not fatal
                 log.exception("render failed", extra={"source": str(key), "error": repr(err)})
@@ -580,25 +600,9 @@ class ExpositionStore:
                 if old is not None:
                     changed.append(old.data)
         self._parts = parts
-        self._image_sets.clear()
         if reassemble:
             self.exposition = self._assemble()
         self._release()
-
-    def _overlap(self, a: SourceData, b: SourceData) -> bool:
-        """Whether two sources' data can hold the same series: a family in both, for an image in
-        both. Sets of image keys are built only for sources that share a family, and only for
-        the render (a held set per source cost about 85 bytes per image)."""
-        if a.families.keys().isdisjoint(b.families.keys()):
-            return False
-        mine, theirs = self._images(a), self._images(b)
-        return not mine.isdisjoint(theirs)
-
-    def _images(self, data: SourceData) -> frozenset[ImageKey]:
-        images = self._image_sets.get(id(data))
-        if images is None:
-            images = self._image_sets[id(data)] = frozenset(data.keys)
-        return images
 
     def _render_source(
         self,
@@ -606,9 +610,10 @@ class ExpositionStore:
         data: SourceData,
         interval: float,
         earlier: dict[SourceKey, _SourcePart],
+        overlap: _Overlaps,
     ) -> _SourcePart:
         started = self._cpu_clock()
-        overlapping = [p for p in earlier.values() if self._overlap(data, p.data)]
+        overlapping = [p for p in earlier.values() if overlap(data, p.data)]
         index = {image: i for i, image in enumerate(data.keys)} if overlapping else {}
         prefixes = Prefixes(data.keys)
         part = _SourcePart(data, interval)

@@ -66,9 +66,10 @@ VANISHED_CODES = frozenset(
 MALWARE_UNKNOWN = ("unknown", "unknown")
 
 
-def image_key(image_name: str, image_id: str, account: str, region: str) -> ImageKey:
-    """Identity of a TCSS image: repo path and tag from ImageName, the source's region."""
-    namespace, repo, tag = split_image_name(image_name)
+def image_key(path: tuple[str, str, str], image_id: str, account: str, region: str) -> ImageKey:
+    """Identity of a TCSS image: ``path`` is ImageName's (namespace, repo, tag)
+    (``split_image_name``); the region is the source's."""
+    namespace, repo, tag = path
     intern = sys.intern  # one string per distinct label value across the TCSS sources
     return ImageKey(
         provider=PROVIDER,
@@ -189,7 +190,7 @@ class TcssImagesSource:
         path = split_image_name(row.image_name)
         if old is not None and old.unchanged(path, marker, row.vul_cnt, stage):
             return old
-        key = image_key(row.image_name, row.image_id, self.key.account, self.key.region)
+        key = image_key(path, row.image_id, self.key.account, self.key.region)
         return ImageRef(key, key.image_id, marker, row.vul_cnt, stage)
 
     async def refresh(self, upstream: SourceData | None) -> SourceData:
